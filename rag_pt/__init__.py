@@ -1,0 +1,1 @@
+"""RAG models in PyTorch: `RagModel`, `RagSequenceForGeneration`, `RagTokenForGeneration`."""

@@ -1,0 +1,1 @@
+"""RAG models in TensorFlow/Keras: `TFRagModel`, `TFRagSequenceForGeneration`, `TFRagTokenForGeneration`."""

@@ -1,0 +1,1 @@
+"""Shared test harness: tiny configs, offline tokenizers, tiny passages, framework selection."""
