@@ -134,7 +134,17 @@ class RetrievAugLMMarginOutput(RagOutput):
         logits: `(B*N, T, V)`; for RAG-Token with `do_marginalize=True`, `(B, T, V)` log-probabilities
             marginalised over passages.
         doc_scores: `(B, N)` question/passage inner products.
-        Other fields: as in `RetrievAugLMOutput`.
+        past_key_values: the generator's decoder cache, batch `B*N`.
+        retrieved_doc_embeds: `(B, N, D)` passage vectors (with a retriever and `output_retrieved`).
+        retrieved_doc_ids: `(B, N)` passage ids (with a retriever and `output_retrieved`); -1 = empty slot.
+        context_input_ids: `(B*N, L)` generator input ids of the contexts.
+        context_attention_mask: `(B*N, L)` attention mask of the contexts.
+        question_encoder_last_hidden_state: `(B, D)` question vectors.
+        question_enc_hidden_states, question_enc_attentions: per-layer question-encoder states.
+        generator_enc_last_hidden_state: `(B*N, L, H)` generator encoder output.
+        generator_enc_hidden_states, generator_enc_attentions: per-layer generator-encoder states.
+        generator_dec_hidden_states, generator_dec_attentions, generator_cross_attentions: per-layer
+            generator-decoder states.
     """
 
     loss: Any = None
