@@ -1,0 +1,188 @@
+"""The demo's knowledge: ISO 3166-2 subdivisions from `pycountry`, as passages and questions.
+
+Every subdivision becomes one passage,
+
+    "Bayern is a state of Germany. Its ISO 3166-2 code is DE-BY."
+
+and, when its name is unambiguous, two questions: "Which country is Bayern in?" -> "Germany" and
+"What is the ISO code of Bayern?" -> "DE-BY". Regions (not questions) are split, so a held-out
+question is about a region that no training question mentions: the only way to answer it is to
+read the retrieved passage.
+
+The counterfactual world keeps every region but moves it to another country, consistently: a fixed
+derangement of the countries maps country A to country B != A, and region "A-XX" of A becomes
+region "B-XX" of B. Since the map is a permutation, codes stay unique in the new world.
+
+Pure Python: no framework, no model. `build_knowledge(quick=..., seed=...)` is the entry point.
+
+    >>> kb = build_knowledge(quick=True, seed=0)
+    >>> kb.passages[0]["text"].endswith(kb.regions[0].code + ".")
+    True
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+# The slice used by `--quick`: a few countries with a few hundred regions between them.
+QUICK_COUNTRIES = ("DE", "JP", "US", "CA", "BR", "IN", "MX", "AU", "ES", "AR", "NG", "CN")
+HELDOUT_REGIONS = {False: 250, True: 48}  # held-out regions (two questions each), by `quick`
+
+# pycountry's official names put the key word first ("Korea, Republic of"); questions read better
+# with the usual order. Only these rewrites; everything else is pycountry's `common_name` or `name`.
+_COUNTRY_NAMES = {
+    "CD": "Democratic Republic of the Congo",
+    "FM": "Micronesia",
+    "KR": "South Korea",
+    "PS": "Palestine",
+    "SH": "Saint Helena, Ascension and Tristan da Cunha",
+    "VG": "British Virgin Islands",
+    "VI": "U.S. Virgin Islands",
+    "IR": "Iran",
+    "MD": "Moldova",
+    "TW": "Taiwan",
+}
+# Countries read with "the" in a sentence ("a state of the United States"); the answer stays bare.
+_WITH_THE = {"BS", "GM", "KM", "MV", "NL", "PH", "VA"}
+_WITH_THE_WORDS = ("United ", "Republic", "Islands", "Emirates", "Federation", "Democratic")
+
+
+@dataclass(frozen=True)
+class Region:
+    """One ISO 3166-2 subdivision."""
+
+    code: str  # "DE-BY"
+    name: str  # "Bayern" (pycountry's name without a bracketed alternative)
+    kind: str  # "state" (pycountry's type, lower-cased)
+    country: str  # "Germany"
+    country_code: str  # "DE"
+
+    @property
+    def text(self) -> str:
+        vowel = self.kind[:1] in "aeio" or (self.kind.startswith("u") and not self.kind.startswith("uni"))
+        article = "an" if vowel else "a"
+        the = self.country_code in _WITH_THE or any(w in self.country for w in _WITH_THE_WORDS)
+        country = f"the {self.country}" if the else self.country
+        return f"{self.name} is {article} {self.kind} of {country}. Its ISO 3166-2 code is {self.code}."
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    answer: str
+    region: int  # index into `KnowledgeBase.regions`
+    kind: str  # "country" or "code"
+
+
+@dataclass
+class KnowledgeBase:
+    regions: list[Region]
+    train: list[Question]
+    heldout: list[Question]
+    counterfactual: list[Region] = field(default_factory=list)  # same order as `regions`
+
+    @property
+    def passages(self) -> list[dict]:
+        return passages_of(self.regions)
+
+    @property
+    def counterfactual_passages(self) -> list[dict]:
+        return passages_of(self.counterfactual)
+
+    def answer_in(self, world: list[Region], question: Question) -> str:
+        """The answer to `question` in `world` (the real regions or the counterfactual ones)."""
+        region = world[question.region]
+        return region.country if question.kind == "country" else region.code
+
+
+def passages_of(regions: list[Region]) -> list[dict]:
+    """Passages in the layout of the library's index builder: `title` and `text`."""
+    return [{"title": r.name, "text": r.text} for r in regions]
+
+
+def _country_name(alpha_2: str) -> str:
+    import pycountry
+
+    if alpha_2 in _COUNTRY_NAMES:
+        return _COUNTRY_NAMES[alpha_2]
+    country = pycountry.countries.get(alpha_2=alpha_2)
+    return getattr(country, "common_name", None) or country.name
+
+
+def _clean_name(name: str) -> str:
+    # "Cardiff [Caerdydd GB-CRD]" -> "Cardiff": the bracket holds an alternative name (and
+    # sometimes another code, which would leak an answer into the question).
+    return re.sub(r"\s*\[.*?\]\s*$", "", name).strip()
+
+
+def _name_key(name: str) -> str:
+    """What the uncased question encoder sees of a name: lower case, accents stripped."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def load_regions(countries: tuple[str, ...] | None = None) -> list[Region]:
+    """All subdivisions (or those of `countries`), sorted by code so the order never depends on pycountry's."""
+    import pycountry
+
+    regions = [
+        Region(
+            code=s.code,
+            name=_clean_name(s.name),
+            kind=s.type.lower(),
+            country=_country_name(s.country_code),
+            country_code=s.country_code,
+        )
+        for s in pycountry.subdivisions
+        if countries is None or s.country_code in countries
+    ]
+    return sorted(regions, key=lambda r: r.code)
+
+
+def questions_for(index: int, region: Region) -> list[Question]:
+    return [
+        Question(f"Which country is {region.name} in?", region.country, index, "country"),
+        Question(f"What is the ISO code of {region.name}?", region.code, index, "code"),
+    ]
+
+
+def counterfactual_world(regions: list[Region], seed: int) -> list[Region]:
+    """Every region moved to another country by one fixed derangement of the countries."""
+    codes = sorted({r.country_code for r in regions})
+    if len(codes) < 2:
+        raise ValueError("a counterfactual world needs regions of at least two countries")
+    shuffled = codes[:]
+    random.Random(seed).shuffle(shuffled)
+    # A cyclic shift of a shuffled list is a derangement: nobody keeps their country.
+    target = {a: b for a, b in zip(shuffled, shuffled[1:] + shuffled[:1])}
+    names = {r.country_code: r.country for r in regions}
+    moved = []
+    for r in regions:
+        new = target[r.country_code]
+        moved.append(replace(r, country_code=new, country=names[new], code=new + r.code[len(r.country_code) :]))
+    assert len({r.code for r in moved}) == len(moved), "counterfactual codes must stay unique"
+    return moved
+
+
+def build_knowledge(quick: bool = False, seed: int = 0, heldout_regions: int | None = None) -> KnowledgeBase:
+    """Passages for every region; questions for the regions whose name is unambiguous; a region split.
+
+    Names shared by several regions ("Saint George", "La Rioja", and "Córdoba"/"Cordoba" once the
+    uncased encoder strips accents) keep their passages but get no question: the question could
+    not say which region it means.
+    """
+    regions = load_regions(QUICK_COUNTRIES if quick else None)
+    counts = Counter(_name_key(r.name) for r in regions)
+    askable = [i for i, r in enumerate(regions) if counts[_name_key(r.name)] == 1]
+    random.Random(seed).shuffle(askable)
+    n_heldout = HELDOUT_REGIONS[quick] if heldout_regions is None else heldout_regions
+    heldout_ids, train_ids = sorted(askable[:n_heldout]), sorted(askable[n_heldout:])
+    train = [q for i in train_ids for q in questions_for(i, regions[i])]
+    heldout = [q for i in heldout_ids for q in questions_for(i, regions[i])]
+    return KnowledgeBase(
+        regions=regions, train=train, heldout=heldout, counterfactual=counterfactual_world(regions, seed)
+    )
