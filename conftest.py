@@ -75,3 +75,44 @@ def t5_tokenizer():
 @pytest.fixture(scope="session")
 def generator_tokenizers(bart_tokenizer, t5_tokenizer):
     return {"bart": bart_tokenizer, "t5": t5_tokenizer}
+
+
+# === Retrieval fixtures (tests/harness/retrieval.py) ===
+@pytest.fixture(scope="session")
+def tiny_passages_dir(tmp_path_factory):
+    """The harness PASSAGES on disk: `passages/` (save_to_disk, 16-dim embeddings) and a flat IP `index.faiss`."""
+    from tests.harness.retrieval import write_tiny_passages
+
+    return write_tiny_passages(tmp_path_factory.mktemp("tiny_passages"))
+
+
+@pytest.fixture(scope="session")
+def tiny_retriever(tiny_passages_dir, question_encoder_tokenizer, generator_tokenizers):
+    """Factory: `tiny_retriever(generator="bart", question_encoder="dpr", **config_kwargs)` -> RagRetriever.
+
+    Retrievers are cached per arguments for the session; do not mutate them in tests.
+    """
+    from tests.harness.configs import tiny_rag_config
+    from tests.harness.retrieval import make_tiny_retriever, tiny_index_paths
+
+    cache = {}
+
+    def factory(generator: str = "bart", question_encoder: str = "dpr", **config_kwargs):
+        key = (generator, question_encoder, tuple(sorted(config_kwargs.items())))
+        if key not in cache:
+            kwargs = {**tiny_index_paths(tiny_passages_dir), **config_kwargs}
+            config = tiny_rag_config(question_encoder, generator, **kwargs)
+            cache[key] = make_tiny_retriever(config, question_encoder_tokenizer, generator_tokenizers[generator])
+        return cache[key]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def tiny_retriever_bart(tiny_retriever):
+    return tiny_retriever("bart")
+
+
+@pytest.fixture(scope="session")
+def tiny_retriever_t5(tiny_retriever):
+    return tiny_retriever("t5")

@@ -19,6 +19,16 @@ _LAZY = {
     "RetrievAugLMMarginOutput": "rag_core.outputs",
     "RetrievAugGenerateOutput": "rag_core.outputs",
     "RagInputError": "rag_core.arguments",
+    "RagRetriever": "rag_core.retrieval_rag",
+    "Index": "rag_core.index",
+    "CustomIndex": "rag_core.index",
+    "CanonicalIndex": "rag_core.index",
+    "LegacyIndex": "rag_core.index",
+    "RetrievalInputError": "rag_core.index",
+    "IndexNotFoundError": "rag_core.index",
+    "IndexFormatError": "rag_core.index",
+    "contexts_from_passages": "rag_core.contexts",
+    "invalid_doc_mask": "rag_core.contexts",
 }
 
 __all__ = sorted(_LAZY)
@@ -40,5 +50,8 @@ def __dir__():
 if TYPE_CHECKING:  # pragma: no cover
     from .arguments import RagInputError
     from .configuration_rag import RagConfig, RagConfigError
+    from .contexts import contexts_from_passages, invalid_doc_mask
+    from .index import CanonicalIndex, CustomIndex, Index, IndexFormatError, IndexNotFoundError, LegacyIndex, RetrievalInputError
     from .outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput, RetrievAugLMOutput
+    from .retrieval_rag import RagRetriever
     from .tokenization_rag import RagTokenizer

@@ -98,3 +98,77 @@ def check_labels(labels_shape: Sequence[Optional[int]], max_positions: Optional[
             f"`labels` are {length} tokens long but the generator handles at most {max_positions} "
             "positions; truncate the targets"
         )
+
+
+# Score given to a retrieval slot the index could not fill (doc id -1). Finite, so a softmax over a
+# row stays NaN-free even when every slot is empty, and low enough that such a slot gets zero
+# probability in float32. Both frameworks use this one constant.
+INVALID_DOC_SCORE = -1e9
+
+
+def resolve_bos_token_id(config: Any) -> Optional[int]:
+    """The BOS id that `exclude_bos_score` drops: the RAG config's, else the generator's (None for T5)."""
+    bos = getattr(config, "bos_token_id", None)
+    if bos is None:
+        bos = getattr(getattr(config, "generator", None), "bos_token_id", None)
+    return bos
+
+
+# === Shared by rag_pt / rag_tf models (added for the PyTorch models, issue 3) ===
+RESCORE_MODES = ("thorough", "fast")
+
+
+def generator_max_positions(generator_config: Any) -> Optional[int]:
+    """Longest target the generator can take: BART's learned positions; None for T5 (relative positions)."""
+    if getattr(generator_config, "model_type", None) == "t5":
+        return None
+    return getattr(generator_config, "max_position_embeddings", None)
+
+
+def resolve_rescore(rescore: Any) -> str:
+    if rescore not in RESCORE_MODES:
+        raise RagInputError(f"rescore must be one of {RESCORE_MODES}, got {rescore!r}")
+    return rescore
+
+
+def check_generate_inputs(*, has_input_ids: bool, has_context: bool, has_retriever: bool) -> None:
+    """`generate` needs questions and a retriever, or precomputed contexts."""
+    if has_context:
+        return
+    if not has_retriever:
+        raise RagInputError(
+            "no retriever is set and no `context_input_ids` were given: either pass a retriever "
+            "(model.set_retriever(...) or retriever=...) or pass context_input_ids, "
+            "context_attention_mask and doc_scores"
+        )
+    if not has_input_ids:
+        raise RagInputError("`input_ids` (the questions) are required to retrieve passages when no context is given")
+
+
+def check_num_return_sequences(num_return_sequences: Any, num_candidates: int) -> int:
+    """RAG-Sequence returns at most as many sequences as it generated candidates per question."""
+    if isinstance(num_return_sequences, bool) or not isinstance(num_return_sequences, int) or num_return_sequences < 1:
+        raise RagInputError(f"num_return_sequences must be a positive integer, got {num_return_sequences!r}")
+    if num_return_sequences > num_candidates:
+        raise RagInputError(
+            f"num_return_sequences={num_return_sequences} exceeds the {num_candidates} candidates generated per "
+            "question (n_docs * num_beams); raise num_beams"
+        )
+    return num_return_sequences
+
+
+def doc_titles(retriever: Any, doc_ids: Any) -> Optional[list]:
+    """Titles of the passages `doc_ids` ((rows, n_docs) numpy ints), None where a slot is empty (-1).
+
+    Returns None when there is no retriever (contexts were given) or no ids.
+    """
+    if retriever is None or doc_ids is None:
+        return None
+    import numpy as np
+
+    doc_ids = np.asarray(doc_ids, dtype=np.int64)
+    dicts = retriever.index.get_doc_dicts(doc_ids)
+    return [
+        [title if doc_id >= 0 else None for doc_id, title in zip(row_ids, doc_dict["title"])]
+        for row_ids, doc_dict in zip(doc_ids.tolist(), dicts)
+    ]

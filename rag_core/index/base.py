@@ -159,10 +159,19 @@ class DenseIndex(Index):
     searches do not mutate the index).
     """
 
-    def __init__(self, vector_size: int, hnsw_ef_search: Optional[int] = None, ivf_nprobe: Optional[int] = None):
+    def __init__(
+        self,
+        vector_size: int,
+        hnsw_ef_search: Optional[int] = None,
+        ivf_nprobe: Optional[int] = None,
+        rerank_k_factor: Optional[int] = None,
+    ):
         self.vector_size = int(vector_size)
         self.hnsw_ef_search = hnsw_ef_search
         self.ivf_nprobe = ivf_nprobe
+        # > 1: fetch rerank_k_factor * n_docs candidates and re-rank them by the exact inner product
+        # with the stored (memory-mapped) embeddings: a compressed index keeps exact top-k order.
+        self.rerank_k_factor = rerank_k_factor
         self.search_parameters: dict = {}
         self._faiss_index = None
         self._passages = None
@@ -241,10 +250,21 @@ class DenseIndex(Index):
         self._require_initialized()
         queries = check_question_hidden_states(question_hidden_states, self.vector_size)
         n_docs = check_n_docs(n_docs)
-        scores, rows = self._faiss_index.search(self._queries(queries), n_docs)
+        factor = self.rerank_k_factor or 1
+        scores, rows = self._faiss_index.search(self._queries(queries), n_docs * factor)
         rows = rows.astype(np.int64, copy=False)
         rows[rows < 0] = -1
+        if factor > 1:
+            scores, rows = self._rerank(queries, rows, n_docs)
         return scores, rows
+
+    def _rerank(self, queries: np.ndarray, rows: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact inner products of the shortlist, best first; missing candidates (-1) sort last."""
+        vectors = self._embeddings(rows)  # (B, k', D)
+        exact = np.einsum("bd,bkd->bk", queries, vectors)
+        exact[rows < 0] = -np.inf
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :n_docs]
+        return np.take_along_axis(exact, order, 1).astype(np.float32), np.take_along_axis(rows, order, 1)
 
     def get_top_docs(self, question_hidden_states: np.ndarray, n_docs: int = 5) -> tuple[np.ndarray, np.ndarray]:
         _, rows = self.search(question_hidden_states, n_docs)

@@ -63,8 +63,9 @@ class CustomIndex(DenseIndex):
         index_path: Optional[str] = None,
         hnsw_ef_search: Optional[int] = None,
         ivf_nprobe: Optional[int] = None,
+        rerank_k_factor: Optional[int] = None,
     ):
-        super().__init__(vector_size, hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe)
+        super().__init__(vector_size, hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe, rerank_k_factor=rerank_k_factor)
         self._dataset = None
         self._given_faiss_index = None
         self.manifest: Optional[dict] = None
@@ -101,6 +102,8 @@ class CustomIndex(DenseIndex):
             )
         self.dataset_path = dataset_path
         self.index_path = index_path
+        if self.rerank_k_factor is None and self.manifest is not None:
+            self.rerank_k_factor = self.manifest.get("rerank_k_factor")
 
     @classmethod
     def from_dataset(cls, dataset, vector_size: Optional[int] = None, faiss_index=None, **kwargs) -> "CustomIndex":

@@ -172,6 +172,8 @@ def check_dataset_dir(path: str, what: str) -> None:
             state = json.load(f)
     except (OSError, ValueError) as err:
         raise IndexFormatError(f"{what} {path!r}: state.json is unreadable: {err}") from None
+    if not state.get("_data_files"):
+        raise IndexFormatError(f"{what} {path!r} holds no passages (a saved dataset with 0 data files)")
     for entry in state.get("_data_files", []):
         shard = os.path.join(path, entry.get("filename", ""))
         if not os.path.isfile(shard):

@@ -1,0 +1,512 @@
+"""Run every benchmark suite and write one JSON file and one markdown table.
+
+    python -m benchmarks.run_all                      # full CPU run: benchmarks/results.json + RESULTS.md
+    python -m benchmarks.run_all --quick              # a few minutes; writes under benchmarks/_work/
+    python -m benchmarks.run_all --only retriever,memory
+    python -m benchmarks.run_all --device cuda        # PyTorch cases on a GPU, float32 and bfloat16:
+                                                      # benchmarks/results_cuda.json + RESULTS_cuda.md
+
+(`make bench BENCH_ARGS="--quick"` passes the same flags.)
+
+Each suite runs in a fresh subprocess (`bench_<suite>.run(**kwargs)`): torch and tensorflow never
+share a process, a crash or a timeout of one suite still leaves the others' rows, and every suite
+starts with a cold allocator. Inside a suite, ours and the original are timed side by side in
+one process (`benchmarks.common.compare`). Only a full run (no `--quick`, no `--only`) writes the
+committed files; other runs write under `benchmarks/_work/` unless `--out-dir` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import inspect
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+from . import common
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK_DIR = os.path.join(HERE, "_work")
+
+SUITES = {
+    "retriever": "benchmarks.bench_retriever",
+    "pt": "benchmarks.bench_pt",
+    "tf": "benchmarks.bench_tf",
+    "memory": "benchmarks.bench_memory",
+}
+SUITE_TITLES = {
+    "retriever": "Retriever (`RagRetriever.__call__`, index kinds)",
+    "pt": "PyTorch models",
+    "tf": "TensorFlow models",
+    "memory": "Memory: a process serving a 200,000-passage index",
+}
+# The issue's sizes (issue 7): batch 8, n_docs 5, 20,000 passages, BART d_model 256 with 2+2
+# layers, 20 generated tokens; plus one "base-size" BART (d_model 768, 6+6 layers).
+SMALL = {"d_model": 256, "layers": 2}
+BASE = {"d_model": 768, "layers": 6}
+
+
+# === Jobs ===
+def plan_jobs(only: list[str], device: str, precisions: list[str], quick: bool, base_size: bool) -> list[dict]:
+    """The subprocess runs: one per suite, the model suites once more at base size, per precision on CUDA."""
+    jobs = []
+    for suite in only:
+        if device != "cpu":
+            if suite != "pt":
+                continue  # only the PyTorch cases have a device mode; faiss stays on the CPU
+            for precision in precisions:
+                jobs.append(
+                    {"suite": suite, "label": f"pt {device} {precision}", "size": "small",
+                     "kwargs": {"quick": quick, "device": device, "precision": precision}}
+                )
+            continue
+        jobs.append({"suite": suite, "label": suite, "size": "small" if suite in ("pt", "tf") else None,
+                     "kwargs": {"quick": quick}})
+        if suite in ("pt", "tf") and base_size:
+            jobs.append(
+                {"suite": suite, "label": f"{suite} base-size", "size": "base",
+                 "kwargs": {"quick": quick, "size": "base", **{k: v for k, v in BASE.items()}}}
+            )
+    return jobs
+
+
+def _json_default(value):
+    if isinstance(value, common.Measurement):
+        return value.to_dict()
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+# === Normalising what suites return ===
+_OURS_KEYS = ("ours_s", "ours", "ours_median_s", "ours_time_s", "ours_sec")
+_ORIG_KEYS = ("original_s", "original", "original_median_s", "oracle_s", "oracle", "reference_s", "reference")
+_TARGET_KEYS = ("target", "target_ratio", "target_speedup")
+
+
+def _pick(row: dict, keys) -> Optional[float]:
+    for key in keys:
+        if key in row and row[key] is not None:
+            value = row[key]
+            if isinstance(value, dict):
+                value = value.get("median_s", value.get("median"))
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def normalize_case(name: Optional[str], row: dict) -> dict:
+    """A suite's row in `common.case` form, whatever aliases it used (`oracle_s`, `speedup`, ...)."""
+    if "ours_s" in row and "original_s" in row and "ratio" in row and "met" in row:
+        out = dict(row)
+    else:
+        ours, original, target = _pick(row, _OURS_KEYS), _pick(row, _ORIG_KEYS), _pick(row, _TARGET_KEYS)
+        known = set(_OURS_KEYS) | set(_ORIG_KEYS) | set(_TARGET_KEYS) | {"name", "items", "items_unit", "note", "ratio", "speedup", "met", "error"}
+        extra = {k: v for k, v in row.items() if k not in known}
+        out = common.case(row.get("name", name or "?"), ours, original, target=target,
+                          items=row.get("items"), items_unit=row.get("items_unit"), note=row.get("note"), **extra)
+        if out["ratio"] is None:
+            given = _pick(row, ("ratio", "speedup"))
+            if given is not None:
+                out["ratio"] = given
+                out["met"] = given >= target if target is not None else None
+        if row.get("error"):
+            out["error"] = row["error"]
+    if not out.get("name"):
+        out["name"] = name or "?"
+    return out
+
+
+def normalize_result(suite: str, result) -> dict:
+    if not isinstance(result, dict):
+        return {"suite": suite, "cases": [], "error": f"run() returned {type(result).__name__}, expected a dict"}
+    result = dict(result)
+    cases = result.get("cases")
+    if cases is None:  # a plain {case name: row} mapping
+        cases = {k: v for k, v in result.items() if isinstance(v, dict) and any(key in v for key in _OURS_KEYS)}
+        for key in cases:
+            result.pop(key)
+    if isinstance(cases, dict):
+        cases = [normalize_case(name, row) for name, row in cases.items()]
+    else:
+        cases = [normalize_case(None, row) for row in cases if isinstance(row, dict)]
+    result["cases"] = cases
+    result.setdefault("suite", suite)
+    return result
+
+
+# === Child process: run one suite ===
+def run_child(suite: str, kwargs: dict, out_path: str, threads: Optional[int]) -> int:
+    common.set_threads(threads)
+    started = time.perf_counter()
+    record: dict = {"suite": suite, "requested_kwargs": kwargs}
+    try:
+        module = importlib.import_module(SUITES[suite])
+    except ModuleNotFoundError as err:
+        if err.name == SUITES[suite]:
+            record.update(status="missing", error=f"benchmarks/bench_{suite}.py does not exist yet")
+        else:
+            record.update(status="error", error=f"importing {SUITES[suite]} failed: {err}")
+        return _write_child(out_path, record, started)
+    run = getattr(module, "run", None)
+    if not callable(run):
+        record.update(status="missing", error=f"{SUITES[suite]} has no run() function")
+        return _write_child(out_path, record, started)
+    params = inspect.signature(run).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = {k: v for k, v in kwargs.items() if takes_any or k in params}
+    record["dropped_kwargs"] = sorted(set(kwargs) - set(accepted))
+    if "device" in kwargs and "device" not in accepted:
+        record.update(status="unsupported", error=f"{SUITES[suite]}.run() takes no `device` argument: no {kwargs['device']} mode")
+        return _write_child(out_path, record, started)
+    if kwargs.get("size") == "base" and not ({"size", "d_model"} & set(accepted)):
+        record.update(status="unsupported",
+                      error=f"{SUITES[suite]}.run() takes no `size` / `d_model` argument: no base-size case")
+        return _write_child(out_path, record, started)
+    try:
+        result = normalize_result(suite, run(**accepted))
+        record.update(result)
+        record["status"] = "error" if result.get("error") else "ok"
+    except Exception as err:  # the report shows it; the other suites still run
+        import traceback
+
+        traceback.print_exc()
+        record.update(status="error", error=f"{type(err).__name__}: {err}")
+    record.setdefault("runtime", common.runtime_info())
+    return _write_child(out_path, record, started)
+
+
+def _write_child(out_path: str, record: dict, started: float) -> int:
+    record["wall_s"] = time.perf_counter() - started
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(record, f, default=_json_default, indent=1)
+    return 0
+
+
+def spawn(job: dict, threads: Optional[int], timeout_s: float) -> dict:
+    """Run one job in a fresh interpreter; its output streams to the terminal, its result comes back as JSON."""
+    fd, out_path = tempfile.mkstemp(prefix=f"bench_{job['suite']}_", suffix=".json")
+    os.close(fd)
+    cmd = [sys.executable, "-m", "benchmarks.run_all", "--child", job["suite"], "--child-out", out_path,
+           "--child-kwargs", json.dumps(job["kwargs"])]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = dict(os.environ)
+    env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    root = os.path.dirname(HERE)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    started = time.perf_counter()
+    print(f"\n=== {job['label']} ===", flush=True)
+    proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the suite and anything it started
+        proc.wait()
+        rc = None
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    wall = time.perf_counter() - started
+    record: dict = {}
+    try:
+        with open(out_path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.unlink(out_path)
+    if rc is None:
+        record = {"suite": job["suite"], "status": "timeout", "error": f"stopped after {timeout_s:.0f} s (--timeout)"}
+    elif not record:
+        record = {"suite": job["suite"], "status": "error", "error": f"the suite's process exited with code {rc}"}
+    record.setdefault("cases", [])
+    record.update(label=job["label"], size=job["size"], process_wall_s=wall)
+    print(f"=== {job['label']}: {record.get('status')} in {wall:.0f} s ===", flush=True)
+    return record
+
+
+# === Cross-framework rows: ours TF versus ours PyTorch ===
+def _canonical(name: str) -> str:
+    name = name.lower().replace("tf ", "").replace("pt ", "").replace("pytorch ", "").replace("tensorflow ", "")
+    return " ".join(name.replace("-", " ").replace("_", " ").split())
+
+
+def cross_framework(suites: list[dict]) -> list[dict]:
+    """Rows for cases both model suites measured under the same name: PT ours time / TF ours time."""
+    rows = []
+    for size in ("small", "base"):
+        pt = next((s for s in suites if s["suite"] == "pt" and s.get("size") == size and s.get("status") == "ok"), None)
+        tf = next((s for s in suites if s["suite"] == "tf" and s.get("size") == size and s.get("status") == "ok"), None)
+        if not pt or not tf:
+            continue
+        pt_cases = {_canonical(c["name"]): c for c in pt["cases"] if c.get("ours_s")}
+        for c in tf["cases"]:
+            other = pt_cases.get(_canonical(c["name"]))
+            if other and c.get("ours_s"):
+                row = common.case(f"{c['name']} ({size})", c["ours_s"], other["ours_s"],
+                                  note="ratio = our PyTorch time / our TF time (> 1: TF faster)")
+                rows.append(row)
+    return rows
+
+
+# === Markdown ===
+def fmt_seconds(s: Optional[float]) -> str:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return "—"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+def fmt_rate(per_s: Optional[float], unit: Optional[str]) -> str:
+    if not per_s:
+        return ""
+    unit = {"tokens": "tok", "passages": "passages", "queries": "q"}.get(unit or "", unit or "items")
+    return f" ({per_s:,.0f} {unit}/s)" if per_s >= 10 else f" ({per_s:.2f} {unit}/s)"
+
+
+def fmt_ratio(r: Optional[float]) -> str:
+    return "—" if r is None else f"{r:.2f}x"
+
+
+def fmt_verdict(row: dict) -> str:
+    if row.get("error"):
+        return "not run"
+    if row.get("target") is None:
+        return ""
+    if row.get("met") is None:
+        return "not measured"
+    return "met" if row["met"] else "**missed**"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def case_table(cases: list[dict], with_suite: bool = False) -> list[str]:
+    head = ("| suite " if with_suite else "") + "| case | ours | original | ratio | target | result |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in cases:
+        target = f">= {row['target']:g}x" if row.get("target") is not None else ""
+        ours = fmt_seconds(row.get("ours_s")) + fmt_rate(row.get("ours_per_s"), row.get("items_unit"))
+        orig = fmt_seconds(row.get("original_s")) + fmt_rate(row.get("original_per_s"), row.get("items_unit"))
+        name = row["name"] + (f" — {row['error']}" if row.get("error") else "")
+        cells = ([row.get("_suite", "")] if with_suite else []) + [
+            name, ours, orig, fmt_ratio(row.get("ratio")), target, fmt_verdict(row)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines
+
+
+def memory_table(rows: list[dict]) -> list[str]:
+    mib = lambda v: "—" if v is None else f"{v:,.0f} MiB"  # noqa: E731
+    lines = [
+        "| index kind | peak RSS | RSS before loading | index memory (peak − before) | vs flat | target | result "
+        "| files on disk | build | queries/s served | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        vs = r.get("vs_flat")
+        verdict = "" if r.get("met") is None else ("met" if r["met"] else "**missed**")
+        lines.append("| " + " | ".join(_cell(c) for c in [
+            r.get("kind", "?"), mib(r.get("peak_rss_mib")), mib(r.get("baseline_rss_mib")),
+            mib(r.get("index_rss_mib")), "—" if vs is None else f"{vs:.3f}", r.get("target", ""), verdict,
+            mib(r.get("disk_mib")), fmt_seconds(r.get("build_s")),
+            "—" if not r.get("queries_per_s") else f"{r['queries_per_s']:,.0f}",
+            r.get("error") or r.get("note") or "",
+        ]) + " |")
+    return lines
+
+
+def write_markdown(results: dict) -> str:
+    """RESULTS.md from a results dict (`results.json`'s content)."""
+    m, v = results.get("machine", {}), results.get("versions", {})
+    threads = results.get("threads_used", {})
+    out = [f"# Benchmark results ({results.get('device', 'cpu')})", ""]
+    kind = "quick run (`--quick`): indicative only" if results.get("quick") else "full run"
+    out.append(f"Generated by `{results.get('command', 'python -m benchmarks.run_all')}` on {results.get('created', '?')}, "
+               f"{kind}, {results.get('wall_s', 0) / 60:.1f} min in all.")
+    out.append("")
+    out.append(f"- Machine: {m.get('cpu', '?')}, {m.get('usable_cpus', '?')} usable of {m.get('logical_cpus', '?')} "
+               f"logical CPUs, {m.get('memory_gib', '?')} GiB RAM; {m.get('platform', '')}")
+    if results.get("cuda_device"):
+        out.append(f"- GPU: {results['cuda_device']}")
+    load = results.get("load_average", {})
+    if load:
+        out.append(f"- Load average (1 min) at start {load.get('start', ['?'])[0]}, at end {load.get('end', ['?'])[0]} "
+                   "(other processes on the machine slow both sides alike; ratios are what to compare)")
+    out.append("- Threads: " + (", ".join(f"{k} {val}" for k, val in threads.items()) or "library defaults"))
+    out.append("- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    t = results.get("timing", {})
+    out.append(f"- Timing: {t.get('warmup', common.WARMUP)} warm-up call(s), then the median of up to "
+               f"{t.get('repeats', '?')} calls (fewer, at least {common.MIN_REPEATS}, for cases longer than the "
+               "suite's time budget); ours and the original alternate, in one process, on the same weights, "
+               "index and inputs. Ratio = original time / our time (> 1: ours faster); throughput in brackets.")
+    out.append("")
+
+    suites = results.get("suites", [])
+    targeted = []
+    for s in suites:
+        for row in s.get("cases", []):
+            if row.get("target") is not None:
+                targeted.append(dict(row, _suite=s.get("label", s["suite"])))
+    if targeted:
+        met = sum(1 for r in targeted if r.get("met"))
+        out += ["## Targets", "", f"{met} of {len(targeted)} targets met.", ""]
+        out += case_table(targeted, with_suite=True) + [""]
+
+    for s in suites:
+        title = SUITE_TITLES.get(s["suite"], s["suite"])
+        if s.get("label") and s.get("label") != s["suite"]:
+            title += f" — {s['label']}"
+        out += [f"## {title}", ""]
+        if s.get("status") != "ok":
+            out += [f"Not run: {s.get('status')}: {s.get('error', '')}", ""]
+            continue
+        config = s.get("config") or {}
+        if config:
+            out += ["Sizes: " + ", ".join(f"{k} {val}" for k, val in config.items()), ""]
+        if s.get("memory"):
+            out += memory_table(s["memory"]) + [""]
+        if s.get("cases"):
+            out += case_table(s["cases"]) + [""]
+        for note in s.get("notes", []):
+            out.append(f"- {note}")
+        if s.get("notes"):
+            out.append("")
+        out += [f"_{s.get('process_wall_s', s.get('wall_s', 0)):.0f} s._", ""]
+
+    if results.get("cross"):
+        out += ["## Ours: TensorFlow versus PyTorch", "",
+                "Same weights and inputs; each framework in its own process. Ratio = our PyTorch time / our TF "
+                "time (> 1: our TF is faster).", ""]
+        out += case_table(results["cross"]) + [""]
+
+    missing = [s for s in suites if s.get("status") != "ok"]
+    dropped = [s for s in suites if s.get("dropped_kwargs")]
+    if missing or dropped or results.get("missing"):
+        out += ["## Missing", ""]
+        for s in missing:
+            out.append(f"- {s.get('label', s['suite'])}: {s.get('status')} — {s.get('error', '')}")
+        for s in dropped:
+            out.append(f"- {s.get('label', s['suite'])}: run() ignored {', '.join(s['dropped_kwargs'])}")
+        for line in results.get("missing", []):
+            out.append(f"- {line}")
+        out.append("")
+    return "\n".join(out)
+
+
+# === Main ===
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes where a suite offers them")
+    p.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites (default: all of {','.join(SUITES)})")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: the PyTorch cases on a GPU")
+    p.add_argument("--precisions", default="float32,bfloat16", help="with --device cuda: float32,bfloat16")
+    p.add_argument("--no-base-size", dest="base_size", action="store_false", help="skip the base-size (d_model 768) model runs")
+    p.add_argument("--threads", type=int, default=None, help="threads for torch / tensorflow / OpenMP (default: library defaults)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per suite process (default 900, 300 with --quick)")
+    p.add_argument("--out-dir", default=None, help="where results*.json and RESULTS*.md go")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--child-kwargs", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return run_child(args.child, json.loads(args.child_kwargs or "{}"), args.child_out, args.threads)
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SUITES))
+    if unknown:
+        print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
+        return 2
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    bad = sorted(set(precisions) - set(common.PRECISIONS))
+    if bad:
+        print(f"unknown precision(s) {bad}; choose from {list(common.PRECISIONS)}", file=sys.stderr)
+        return 2
+    try:
+        device = common.resolve_device(args.device)
+    except (common.DeviceUnavailableError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cuda_name = None
+    if device != "cpu":
+        import torch
+
+        cuda_name = torch.cuda.get_device_name(device)
+    common.set_threads(args.threads)
+    timeout = args.timeout or (300.0 if args.quick else 900.0)
+    suffix = "" if device == "cpu" else "_cuda"
+    committed = not args.quick and set(only) == set(SUITES)
+    out_dir = args.out_dir or (HERE if committed else WORK_DIR)
+    os.makedirs(out_dir, exist_ok=True)
+
+    started = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    jobs = plan_jobs(only, device, precisions, args.quick, args.base_size)
+    suites = [spawn(job, args.threads, timeout) for job in jobs]
+
+    threads_used = {}
+    for s in suites:
+        for key, value in (s.get("runtime") or {}).items():
+            if key != "env" and key not in threads_used and key != "cuda_device":
+                threads_used[key] = value
+    results = {
+        "schema": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m benchmarks.run_all" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:])),
+        "quick": args.quick,
+        "device": device,
+        "cuda_device": cuda_name,
+        "precisions": precisions if device != "cpu" else ["float32"],
+        "machine": common.machine_info(),
+        "versions": common.versions(),
+        "threads_requested": args.threads,
+        "threads_used": threads_used,
+        "timing": {"warmup": common.WARMUP, "repeats": common.repeats_for(args.quick), "statistic": "median"},
+        "load_average": {"start": load_start,
+                         "end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None},
+        "suites": suites,
+        "cross": cross_framework(suites),
+        "wall_s": time.perf_counter() - started,
+    }
+    json_path = os.path.join(out_dir, f"results{suffix}.json")
+    md_path = os.path.join(out_dir, f"RESULTS{suffix}.md")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1, default=_json_default)
+    markdown = write_markdown(results)
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(markdown + "\n")
+    print("\n" + markdown)
+    print(f"\nwrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)} in {results['wall_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

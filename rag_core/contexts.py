@@ -1,0 +1,387 @@
+"""Generator inputs from (passage, question) pairs, without re-tokenizing passages on every call.
+
+The published RAG checkpoints were trained on the context string
+
+    (prefix + title + title_sep + text + doc_sep + question).replace("  ", " ")
+
+(title stripped of one pair of surrounding double quotes, `question` decoded from the question
+ids with the question encoder's tokenizer, `skip_special_tokens=True`), tokenized by the generator
+tokenizer and truncated to `max_combined_length`. The original rebuilt and re-tokenized every
+string on every call and padded to `max_combined_length`.
+
+`ContextAssembler` produces exactly the same ids from two pieces tokenized separately:
+
+- the passage piece `prefix + title + title_sep + text`, tokenized once and cached per passage;
+- the question piece `doc_sep + question`, tokenized once per question;
+
+then joins `head + passage + question + tail` (the tokenizer's special tokens, learned from the
+tokenizer itself), truncates the content as the tokenizer would, and pads to the longest row.
+
+Why this is exact: the join point is a pre-tokenization boundary. The question piece starts with
+a space followed by a non-space (default `doc_sep` " // "), and the passage piece must end with a
+non-space character; byte-level BPE (BART, GPT-2), Metaspace/Unigram (T5) and WordPiece all split
+before such a space and never merge across a split, and `.replace("  ", " ")` cannot act across
+the join either. Rows where this does not hold (a passage ending in whitespace, the empty
+passage of a missing neighbour, a `doc_sep` not starting with " " + non-space) fall back to
+tokenizing the full string, for that row only. On first use the assembler also checks the
+tokenizer on probe strings and falls back to strings for every row if the check fails (a
+normalizer that strips leading spaces would, for instance), logging a warning once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .arguments import RagInputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SIZE = 200_000  # cached passages per prefix; beyond that the cache restarts
+
+_PROBES = (
+    ("Paris / Paris is the capital and most populous city of France.", " // what is the capital of france?"),
+    ("\"Zürich\" / Zürich is a city; it's naïve to ask 1599-1601.", " // who wrote hamlet"),
+    ("summarize: Berlin / Berlin is large", " // "),
+)
+
+
+class ContextInputError(RagInputError):
+    """Bad passages, scores or question ids given to the context builder."""
+
+
+# === The original string format (the reference, and the fallback) ===
+def strip_title(title: str) -> str:
+    """Remove one leading and one trailing double quote, as the original did (DPR titles are quoted)."""
+    return title.removeprefix('"').removesuffix('"')
+
+
+def passage_piece(title: str, text: str, prefix: Optional[str], title_sep: str) -> str:
+    return ("" if prefix is None else prefix) + strip_title(title) + title_sep + text
+
+
+def question_piece(question: str, doc_sep: str) -> str:
+    return doc_sep + question
+
+
+def context_string(title: str, text: str, question: str, prefix: Optional[str], title_sep: str, doc_sep: str) -> str:
+    """The exact string the original fed its generator tokenizer for one (passage, question) pair."""
+    return (passage_piece(title, text, prefix, title_sep) + question_piece(question, doc_sep)).replace("  ", " ")
+
+
+def invalid_doc_mask(doc_ids: Any) -> np.ndarray:
+    """True where a retrieval slot holds no document (faiss found fewer than n_docs neighbours)."""
+    return np.asarray(doc_ids) < 0
+
+
+# === Assembly ===
+class ContextAssembler:
+    """Builds `context_input_ids` / `context_attention_mask` for a generator tokenizer.
+
+    Example:
+        >>> assembler = ContextAssembler(question_tok, generator_tok, " / ", " // ", 300)
+        >>> questions = assembler.decode_questions(question_input_ids)
+        >>> pieces = assembler.encode_passages(["Paris"], ["Paris is the capital of France."], prefix=None)
+        >>> ids, mask = assembler.assemble(questions, pieces, n_docs=1)
+    """
+
+    def __init__(
+        self,
+        question_encoder_tokenizer,
+        generator_tokenizer,
+        title_sep: str,
+        doc_sep: str,
+        max_combined_length: int,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ):
+        if generator_tokenizer is None or question_encoder_tokenizer is None:
+            raise ValueError("ContextAssembler needs both the question encoder's and the generator's tokenizer")
+        self.question_encoder_tokenizer = question_encoder_tokenizer
+        self.generator_tokenizer = generator_tokenizer
+        self.title_sep = title_sep
+        self.doc_sep = doc_sep
+        self.max_combined_length = int(max_combined_length)
+        self.cache_size = cache_size
+        # HF fast tokenizers mutate their Rust state when truncation/padding settings change between
+        # calls ("Already borrowed" under threads); every tokenizer call goes through this lock.
+        self.lock = threading.RLock()
+        self._cache: dict[Optional[str], dict[int, tuple]] = {}
+        self._template: Optional[tuple[list[int], list[int]]] = None
+        self._exact: Optional[bool] = None
+
+    @classmethod
+    def from_config(cls, config, question_encoder_tokenizer, generator_tokenizer, **kwargs) -> "ContextAssembler":
+        return cls(
+            question_encoder_tokenizer,
+            generator_tokenizer,
+            config.title_sep,
+            config.doc_sep,
+            config.max_combined_length,
+            **kwargs,
+        )
+
+    # --- capability checks (once) ---
+    @property
+    def exact(self) -> bool:
+        """Whether joining separately tokenized pieces reproduces the string path for this tokenizer."""
+        if self._exact is None:
+            with self.lock:
+                if self._exact is None:
+                    self._exact = self._check_exact()
+        return self._exact
+
+    def _check_exact(self) -> bool:
+        sep = self.doc_sep.replace("  ", " ")
+        if len(sep) < 2 or sep[0] != " " or sep[1].isspace():
+            logger.info("doc_sep %r does not start with ' ' + non-space: contexts use the string path", self.doc_sep)
+            return False
+        tok = self.generator_tokenizer
+        plain = tok("a b c", add_special_tokens=False)["input_ids"]
+        full = tok("a b c", add_special_tokens=True)["input_ids"]
+        template = None
+        for i in range(len(full) - len(plain) + 1):
+            if full[i : i + len(plain)] == plain:
+                template = (list(full[:i]), list(full[i + len(plain) :]))
+                break
+        if template is None or len(template[0]) + len(template[1]) >= self.max_combined_length:
+            logger.warning("could not place %s's special tokens: contexts use the string path", type(tok).__name__)
+            return False
+        self._template = template
+        for p1, p2 in _PROBES:
+            ids1 = np.asarray(tok(p1, add_special_tokens=False)["input_ids"], dtype=np.int64)
+            ids2 = np.asarray(tok(p2, add_special_tokens=False)["input_ids"], dtype=np.int64)
+            whole = tok(p1 + p2, add_special_tokens=True)["input_ids"]
+            for length in (self.max_combined_length, len(whole) - 2, len(template[0]) + len(template[1]) + 3):
+                if length <= len(template[0]) + len(template[1]):
+                    continue
+                expected = tok(p1 + p2, truncation=True, max_length=length)["input_ids"]
+                if self._join(ids1, ids2, length).tolist() != list(expected):
+                    logger.warning(
+                        "%s does not tokenize (passage + question) as the join of its pieces: contexts use "
+                        "the slower string path",
+                        type(tok).__name__,
+                    )
+                    return False
+        return True
+
+    def _join(self, ids1: np.ndarray, ids2: np.ndarray, max_length: int) -> np.ndarray:
+        head, tail = self._template
+        budget = max_length - len(head) - len(tail)
+        n1, n2 = len(ids1), len(ids2)
+        if n1 + n2 > budget:
+            if self.generator_tokenizer.truncation_side == "left":
+                k2 = min(n2, budget)
+                k1 = budget - k2
+                ids1, ids2 = ids1[n1 - k1 :], ids2[n2 - k2 :]
+            else:
+                k1 = min(n1, budget)
+                ids1, ids2 = ids1[:k1], ids2[: budget - k1]
+        return np.concatenate([np.asarray(head, dtype=np.int64), ids1, ids2, np.asarray(tail, dtype=np.int64)])
+
+    # --- pieces ---
+    def decode_questions(self, question_input_ids: Any) -> list[str]:
+        """The question strings, decoded with the question encoder's tokenizer (special tokens dropped)."""
+        if hasattr(question_input_ids, "detach") or type(question_input_ids).__module__.startswith("tensorflow"):
+            raise ContextInputError("question_input_ids must be a numpy array or lists of ints, not a framework tensor")
+        if isinstance(question_input_ids, np.ndarray):
+            if question_input_ids.ndim != 2:
+                raise ContextInputError(
+                    f"question_input_ids must have shape (batch_size, length), got shape {question_input_ids.shape}"
+                )
+            question_input_ids = question_input_ids.tolist()
+        with self.lock:
+            return self.question_encoder_tokenizer.batch_decode(question_input_ids, skip_special_tokens=True)
+
+    def encode_passages(self, titles: Sequence[str], texts: Sequence[str], prefix: Optional[str]) -> list[tuple]:
+        """One piece per passage: (ids int64 array, None) when joinable, (None, passage string) otherwise."""
+        strings = [passage_piece(t, x, prefix, self.title_sep) for t, x in zip(titles, texts)]
+        pieces: list = [None] * len(strings)
+        joinable = [i for i, s in enumerate(strings) if s and not s[-1].isspace()] if self.exact else []
+        if joinable:
+            with self.lock:
+                encoded = self.generator_tokenizer(
+                    [strings[i].replace("  ", " ") for i in joinable], add_special_tokens=False
+                )["input_ids"]
+            for i, ids in zip(joinable, encoded):
+                pieces[i] = (np.asarray(ids, dtype=np.int64), None)
+        for i, piece in enumerate(pieces):
+            if piece is None:
+                pieces[i] = (None, strings[i])
+        return pieces
+
+    def cached_passages(self, doc_ids: np.ndarray, prefix: Optional[str], fetch: Callable) -> list[tuple]:
+        """Pieces of passages by id, tokenized on first use; `fetch(ids) -> (titles, texts)` reads misses.
+
+        Ids < 0 (missing neighbours) are the empty passage and are never fetched.
+        """
+        cache = self._cache.setdefault(prefix, {})
+        keys = [int(k) for k in np.asarray(doc_ids).reshape(-1)]
+        found = {}
+        for k in set(keys):
+            piece = cache.get(k)  # .get: another thread may restart the cache meanwhile
+            if piece is not None:
+                found[k] = piece
+        missing = sorted(set(keys) - found.keys())
+        if missing:
+            real = [k for k in missing if k >= 0]
+            titles, texts = fetch(np.asarray(real, dtype=np.int64)) if real else ([], [])
+            by_key = dict(zip(real, zip(titles, texts)))
+            empty = ("", "")
+            pieces = self.encode_passages(
+                [by_key.get(k, empty)[0] for k in missing], [by_key.get(k, empty)[1] for k in missing], prefix
+            )
+            found.update(zip(missing, pieces))
+            if len(cache) + len(missing) > self.cache_size:
+                cache = self._cache[prefix] = {}
+            cache.update(zip(missing, pieces))
+        return [found[k] for k in keys]
+
+    def clear_cache(self) -> None:
+        self._cache = {}
+
+    # --- assembly ---
+    def assemble(self, questions: Sequence[str], pieces: Sequence[tuple], n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+        """Join passage pieces (len(questions) * n_docs, question-major) with their questions.
+
+        Returns `(context_input_ids, context_attention_mask)`, int64 (rows, longest row).
+        """
+        if len(pieces) != len(questions) * n_docs:
+            raise ContextInputError(f"{len(pieces)} passages for {len(questions)} questions x {n_docs} docs")
+        tok = self.generator_tokenizer
+        if tok.pad_token_id is None:
+            raise ContextInputError(f"the generator tokenizer {type(tok).__name__} has no pad token; set one")
+        question_strings = [question_piece(q, self.doc_sep).replace("  ", " ") for q in questions]
+        rows: list = [None] * len(pieces)
+        fallback = [i for i, (ids, _) in enumerate(pieces) if ids is None]
+        with self.lock:
+            if len(fallback) < len(pieces):
+                question_ids = [
+                    np.asarray(ids, dtype=np.int64)
+                    for ids in tok(question_strings, add_special_tokens=False)["input_ids"]
+                ]
+            if fallback:
+                strings = [(pieces[i][1] + question_strings[i // n_docs]).replace("  ", " ") for i in fallback]
+                encoded = tok(strings, truncation=True, max_length=self.max_combined_length)["input_ids"]
+                for i, ids in zip(fallback, encoded):
+                    rows[i] = np.asarray(ids, dtype=np.int64)
+        for i, (ids, _) in enumerate(pieces):
+            if ids is not None:
+                rows[i] = self._join(ids, question_ids[i // n_docs], self.max_combined_length)
+        return pad_rows(rows, tok.pad_token_id, tok.padding_side)
+
+    def reference(self, questions: Sequence[str], titles: Sequence[str], texts: Sequence[str], n_docs: int, prefix):
+        """The string path: the original's strings, tokenized whole (padded to the longest)."""
+        strings = [
+            context_string(titles[i], texts[i], questions[i // n_docs], prefix, self.title_sep, self.doc_sep)
+            for i in range(len(titles))
+        ]
+        with self.lock:
+            encoded = self.generator_tokenizer(strings, truncation=True, max_length=self.max_combined_length)["input_ids"]
+        return pad_rows(
+            [np.asarray(e, dtype=np.int64) for e in encoded],
+            self.generator_tokenizer.pad_token_id,
+            self.generator_tokenizer.padding_side,
+        )
+
+
+def pad_rows(rows: Sequence[np.ndarray], pad_id: int, side: str = "right") -> tuple[np.ndarray, np.ndarray]:
+    """Stack int rows into (n, longest) ids and an attention mask, padding on `side`."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max()) if len(rows) else 0
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        n = len(row)
+        start = width - n if side == "left" else 0
+        ids[i, start : start + n] = row
+        mask[i, start : start + n] = 1
+    return ids, mask
+
+
+# === Bring your own passages ===
+def normalize_passages(passages: Any, batch_size: int) -> tuple[list[str], list[str], int]:
+    """Flatten per-question passages (strings, (title, text) pairs or {"title", "text"} dicts).
+
+    A plain string is a passage with an empty title. Returns (titles, texts, n_docs), question-major.
+    """
+    if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence):
+        raise ContextInputError("passages must be a list (one entry per question) of lists of passages")
+    if len(passages) != batch_size:
+        raise ContextInputError(f"passages holds {len(passages)} lists but there are {batch_size} questions")
+    counts = {len(p) if isinstance(p, Sequence) and not isinstance(p, str) else -1 for p in passages}
+    if -1 in counts:
+        raise ContextInputError("each entry of passages must be a list of passages for that question (not a string)")
+    if len(counts) != 1:
+        raise ContextInputError(f"every question needs the same number of passages, got counts {sorted(counts)}")
+    n_docs = counts.pop()
+    if n_docs == 0:
+        raise ContextInputError("every question needs at least one passage")
+    titles, texts = [], []
+    for q, question_passages in enumerate(passages):
+        for j, passage in enumerate(question_passages):
+            if isinstance(passage, str):
+                title, text = "", passage
+            elif isinstance(passage, dict) and "text" in passage:
+                title, text = passage.get("title", "") or "", passage["text"]
+            elif isinstance(passage, Sequence) and len(passage) == 2:
+                title, text = passage
+            else:
+                raise ContextInputError(
+                    f"passage [{q}][{j}] must be a string, a (title, text) pair or a dict with 'text', got {passage!r:.80}"
+                )
+            if not isinstance(title, str) or not isinstance(text, str):
+                raise ContextInputError(f"passage [{q}][{j}]: title and text must be strings")
+            titles.append(title)
+            texts.append(text)
+    return titles, texts, n_docs
+
+
+def check_doc_scores(doc_scores: Any, batch_size: int, n_docs: int) -> np.ndarray:
+    if doc_scores is None:
+        return np.zeros((batch_size, n_docs), dtype=np.float32)  # uniform p(z|x) after the softmax
+    if hasattr(doc_scores, "detach") or type(doc_scores).__module__.startswith("tensorflow"):
+        raise ContextInputError("doc_scores must be a numpy array or nested lists, not a framework tensor")
+    scores = np.asarray(doc_scores, dtype=np.float32)
+    if scores.shape != (batch_size, n_docs):
+        raise ContextInputError(f"doc_scores must have shape (batch_size, n_docs) = ({batch_size}, {n_docs}), got {scores.shape}")
+    if not np.isfinite(scores).all():
+        raise ContextInputError("doc_scores hold NaN or infinite values")
+    return scores
+
+
+def contexts_from_passages(
+    config,
+    question_encoder_tokenizer,
+    generator_tokenizer,
+    question_input_ids: Any,
+    passages: Any,
+    doc_scores: Any = None,
+    prefix: Optional[str] = None,
+    return_tensors: Optional[str] = None,
+    assembler: Optional[ContextAssembler] = None,
+):
+    """Model inputs from passages you retrieved yourself (BM25, Elasticsearch, a vector database).
+
+    `passages[i]` lists question i's passages (strings, or (title, text) pairs); every question
+    has the same number. `doc_scores` (batch, n) are the retrieval scores (zeros, i.e. uniform,
+    when absent). Returns a `BatchEncoding` with `context_input_ids`, `context_attention_mask`
+    ((batch * n, longest) int64) and `doc_scores` ((batch, n) float32), in the original's format.
+
+    Example:
+        >>> batch = contexts_from_passages(config, q_tok, g_tok, q_ids, [["Paris is in France."]])
+        >>> model(context_input_ids=batch["context_input_ids"], ..., doc_scores=batch["doc_scores"])
+    """
+    from transformers import BatchEncoding
+
+    if assembler is None:
+        assembler = ContextAssembler.from_config(config, question_encoder_tokenizer, generator_tokenizer)
+    questions = assembler.decode_questions(question_input_ids)
+    titles, texts, n_docs = normalize_passages(passages, len(questions))
+    scores = check_doc_scores(doc_scores, len(questions), n_docs)
+    prefix = prefix if prefix is not None else getattr(config.generator, "prefix", None)
+    ids, mask = assembler.assemble(questions, assembler.encode_passages(titles, texts, prefix), n_docs)
+    data = {"context_input_ids": ids, "context_attention_mask": mask, "doc_scores": scores}
+    return BatchEncoding(data, tensor_type=return_tensors)

@@ -1,0 +1,278 @@
+"""`RagRetriever`: question vectors in, passages and generator inputs out. numpy only.
+
+Constructed and called as the original (`RagRetriever(config, question_encoder_tokenizer,
+generator_tokenizer, index=None, init_retrieval=True)`, `from_pretrained`, `save_pretrained`,
+`retrieve`, `__call__`, `set_ctx_encoder_tokenizer`). Differences a user may notice:
+
+- contexts are padded to the longest row of the batch, not to `max_combined_length`; the ids of
+  each row equal the original's (its string format, tokenized whole) minus that padding;
+- passages are tokenized once and cached (see `rag_core.contexts`), so repeated calls are fast;
+- a slot where faiss found no neighbour keeps doc id -1 (zero embedding, empty passage) instead of
+  silently becoming a document; models give it zero probability;
+- nothing is downloaded: `exact` / `compressed` / `legacy` read local files;
+- bad input raises an error naming the problem; calls are safe from several threads.
+
+Example:
+    >>> retriever = RagRetriever(config, question_tokenizer, generator_tokenizer)   # index from config
+    >>> batch = retriever(question_input_ids, question_hidden_states)               # numpy arrays
+    >>> batch["context_input_ids"].shape, batch["doc_ids"].shape
+    ((6, 41), (2, 3))
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from .arguments import resolve
+from .contexts import ContextAssembler, ContextInputError, contexts_from_passages
+from .index import (
+    CustomIndex,
+    DenseIndex,
+    Index,
+    RetrievalInputError,
+    check_n_docs,
+    check_question_hidden_states,
+    index_from_config,
+)
+
+
+class RagRetriever:
+    """Retrieves passages for question vectors and formats them as generator inputs (see module docstring).
+
+    Args:
+        config: a `RagConfig`; `index_name`, `passages_path`, `index_path`, `retrieval_vector_size`,
+            `retrieval_batch_size`, `n_docs`, `title_sep`, `doc_sep`, `max_combined_length`,
+            `hnsw_ef_search`, `ivf_nprobe` are read.
+        question_encoder_tokenizer: decodes question ids back to text (the original's format).
+        generator_tokenizer: tokenizes the contexts.
+        index: an `Index` to use instead of the one the config describes.
+        init_retrieval: load the index now (else call `init_retrieval()` later).
+    """
+
+    def __init__(self, config, question_encoder_tokenizer, generator_tokenizer, index: Optional[Index] = None, init_retrieval: bool = True):
+        # === Config ===
+        self.config = config
+        self.n_docs = config.n_docs
+        self.batch_size = config.retrieval_batch_size
+        self._init_retrieval = init_retrieval
+        # === Tokenizers ===
+        self.question_encoder_tokenizer = question_encoder_tokenizer
+        self.generator_tokenizer = generator_tokenizer
+        self.contexts = ContextAssembler.from_config(config, question_encoder_tokenizer, generator_tokenizer)
+        self.ctx_encoder_tokenizer = None
+        self.return_tokenized_docs = False
+        # === Index ===
+        self._index = index if index is not None else index_from_config(config)
+        if init_retrieval:
+            self.init_retrieval()
+
+    # === Index ===
+    @property
+    def index(self) -> Index:
+        return self._index
+
+    @index.setter
+    def index(self, index: Index) -> None:
+        self._index = index
+        self.contexts.clear_cache()  # cached passages belong to the old index's ids
+
+    def init_retrieval(self) -> None:
+        """Load the index into memory (once; later calls do nothing)."""
+        self._index.init_index()
+
+    # === Loading and saving ===
+    @classmethod
+    def from_pretrained(cls, retriever_name_or_path, indexed_dataset=None, **kwargs) -> "RagRetriever":
+        """Load config and tokenizers from a folder (the original's layout) and the index the config names.
+
+        `indexed_dataset`: a `datasets.Dataset` with columns title, text, embeddings and a faiss
+        index on `embeddings` (sets `index_name="custom"`). Extra keyword arguments: `config`,
+        `init_retrieval`, `dataset_path` (local passages for exact/compressed), `allow_pickle` (legacy
+        DPR pickles), and config overrides (e.g. `index_name=`, `passages_path=`, `index_path=`).
+        """
+        from .configuration_rag import RagConfig
+        from .tokenization_rag import RagTokenizer
+
+        init_retrieval = kwargs.pop("init_retrieval", True)
+        dataset_path = kwargs.pop("dataset_path", None)
+        allow_pickle = kwargs.pop("allow_pickle", False)
+        config = kwargs.pop("config", None)
+        if config is None:
+            config = RagConfig.from_pretrained(retriever_name_or_path, **kwargs)
+        else:
+            config = copy.deepcopy(config)
+            for key, value in kwargs.items():
+                setattr(config, key, value)
+            config.validate()
+        tokenizer = RagTokenizer.from_pretrained(retriever_name_or_path, config=config)
+        if indexed_dataset is not None:
+            config.index_name = "custom"
+            index = CustomIndex.from_dataset(
+                indexed_dataset, config.retrieval_vector_size, hnsw_ef_search=config.hnsw_ef_search, ivf_nprobe=config.ivf_nprobe
+            )
+        else:
+            index = index_from_config(config, dataset_path=dataset_path, allow_pickle=allow_pickle)
+        return cls(config, tokenizer.question_encoder, tokenizer.generator, index=index, init_retrieval=init_retrieval)
+
+    def save_pretrained(self, save_directory) -> None:
+        """Write `config.json` and the tokenizers (`question_encoder_tokenizer/`, `generator_tokenizer/`).
+
+        An index that came from an in-memory dataset (no files yet) is written too, as
+        `hf_dataset/` and `hf_dataset_index.faiss`, and the saved config points at them. Other
+        indexes are referenced by their paths, not copied.
+        """
+        from .index.storage import atomic_directory, atomic_file
+        from .tokenization_rag import RagTokenizer
+
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {save_directory!r} is a file, not a directory")
+        os.makedirs(save_directory, exist_ok=True)
+        config = copy.deepcopy(self.config)
+        index = self._index
+        if isinstance(index, CustomIndex) and index.dataset_path is None:
+            import faiss
+
+            passages_path = os.path.join(save_directory, "hf_dataset")
+            index_path = os.path.join(save_directory, "hf_dataset_index.faiss")
+            dataset = index._dataset
+            with atomic_directory(passages_path, overwrite=True) as tmp:
+                indexes = dict(getattr(dataset, "_indexes", {}))
+                dataset._indexes = {}  # datasets refuses to save a dataset with an attached index
+                try:
+                    dataset.save_to_disk(tmp)
+                finally:
+                    dataset._indexes = indexes
+            with atomic_file(index_path) as tmp:
+                faiss.write_index(index.faiss_index, tmp)
+            config.passages_path, config.index_path = passages_path, index_path
+        config.save_pretrained(save_directory)
+        tokenizer = RagTokenizer(question_encoder=self.question_encoder_tokenizer, generator=self.generator_tokenizer)
+        for sub in (RagTokenizer.QUESTION_ENCODER_SUBFOLDER, RagTokenizer.GENERATOR_SUBFOLDER):
+            with atomic_directory(os.path.join(save_directory, sub), overwrite=True) as tmp:
+                part = self.question_encoder_tokenizer if sub == RagTokenizer.QUESTION_ENCODER_SUBFOLDER else self.generator_tokenizer
+                part.save_pretrained(tmp)
+        del tokenizer
+
+    # === Retrieval ===
+    def _check(self, question_hidden_states: Any, n_docs: Any) -> tuple[np.ndarray, int]:
+        vector_size = getattr(self._index, "vector_size", self.config.retrieval_vector_size)
+        return check_question_hidden_states(question_hidden_states, vector_size), check_n_docs(n_docs)
+
+    def _main_retrieve(self, question_hidden_states: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search in chunks of `retrieval_batch_size`: (doc_ids (B, n) int64, doc_embeds (B, n, D) float32)."""
+        ids, embeds = [], []
+        for start in range(0, len(question_hidden_states), self.batch_size):
+            chunk_ids, chunk_embeds = self._index.get_top_docs(question_hidden_states[start : start + self.batch_size], n_docs)
+            ids.append(np.asarray(chunk_ids, dtype=np.int64))
+            embeds.append(np.asarray(chunk_embeds, dtype=np.float32))
+        return np.concatenate(ids), np.concatenate(embeds)
+
+    def retrieve(self, question_hidden_states: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Top `n_docs` passages per question.
+
+        Returns `retrieved_doc_embeds` (B, n_docs, D) float32, `doc_ids` (B, n_docs) int64 (-1: no
+        neighbour) and `doc_dicts`, one dict per question with `title`, `text` (lists of n_docs
+        strings) and `embeddings` ((n_docs, D) float32).
+        """
+        question_hidden_states, n_docs = self._check(question_hidden_states, n_docs)
+        doc_ids, doc_embeds = self._main_retrieve(question_hidden_states, n_docs)
+        return doc_embeds, doc_ids, self._index.get_doc_dicts(doc_ids)
+
+    def set_ctx_encoder_tokenizer(self, ctx_encoder_tokenizer) -> None:
+        """End-to-end training: also return the retrieved passages tokenized for the context encoder."""
+        self.ctx_encoder_tokenizer = ctx_encoder_tokenizer
+        self.return_tokenized_docs = True
+
+    def _fetch(self, doc_ids: np.ndarray) -> tuple[list[str], list[str]]:
+        if isinstance(self._index, DenseIndex):
+            rows = self._index._doc_ids_to_rows(doc_ids)
+            return self._index.get_passages(rows)
+        doc_dicts = self._index.get_doc_dicts(doc_ids.reshape(1, -1))
+        return list(doc_dicts[0]["title"]), list(doc_dicts[0]["text"])
+
+    def __call__(
+        self,
+        question_input_ids: Any,
+        question_hidden_states: np.ndarray,
+        prefix: Optional[str] = None,
+        n_docs: Optional[int] = None,
+        return_tensors: Optional[str] = None,
+    ):
+        """Retrieve and build the generator inputs.
+
+        Args:
+            question_input_ids: (B, Lq) question ids (numpy or lists), decoded for the context strings.
+            question_hidden_states: (B, D) float32 question vectors.
+            prefix: prepended to every context (default `config.generator.prefix`).
+            n_docs: passages per question (default `config.n_docs`).
+            return_tensors: None for numpy arrays, or "np" / "pt" / "tf".
+
+        Returns a `BatchEncoding` with `context_input_ids`, `context_attention_mask` ((B * n_docs, L)
+        int64, L = the longest context), `retrieved_doc_embeds` ((B, n_docs, D) float32), `doc_ids`
+        ((B, n_docs) int64, -1 where no passage was found), and with a context-encoder tokenizer set,
+        `tokenized_doc_ids` / `tokenized_doc_attention_mask` (title and text as a pair, padded to the longest).
+        """
+        from transformers import BatchEncoding
+
+        n_docs = resolve(n_docs, self.n_docs)
+        question_hidden_states, n_docs = self._check(question_hidden_states, n_docs)
+        prefix = prefix if prefix is not None else getattr(self.config.generator, "prefix", None)
+        questions = self.contexts.decode_questions(question_input_ids)
+        if len(questions) != len(question_hidden_states):
+            raise RetrievalInputError(
+                f"question_input_ids has {len(questions)} rows but question_hidden_states has {len(question_hidden_states)}"
+            )
+        doc_ids, doc_embeds = self._main_retrieve(question_hidden_states, n_docs)
+        pieces = self.contexts.cached_passages(doc_ids, prefix, self._fetch)
+        context_input_ids, context_attention_mask = self.contexts.assemble(questions, pieces, n_docs)
+        data = {
+            "context_input_ids": context_input_ids,
+            "context_attention_mask": context_attention_mask,
+            "retrieved_doc_embeds": doc_embeds,
+            "doc_ids": doc_ids,
+        }
+        if self.return_tokenized_docs:
+            data.update(self._tokenize_docs(doc_ids))
+        return BatchEncoding(data, tensor_type=return_tensors)
+
+    def _tokenize_docs(self, doc_ids: np.ndarray) -> dict:
+        """The retrieved passages for the context encoder: (title, text) pairs, as the original fed DPR."""
+        flat = doc_ids.reshape(-1)
+        titles, texts = [""] * len(flat), [""] * len(flat)
+        valid = np.flatnonzero(flat >= 0)
+        if len(valid):
+            got_titles, got_texts = self._fetch(flat[valid])
+            for i, title, text in zip(valid, got_titles, got_texts):
+                titles[i], texts[i] = title, text
+        with self.contexts.lock:
+            tokenized = self.ctx_encoder_tokenizer(titles, texts, truncation=True, padding="longest", return_tensors="np")
+        return {
+            "tokenized_doc_ids": tokenized["input_ids"].astype(np.int64),
+            "tokenized_doc_attention_mask": tokenized["attention_mask"].astype(np.int64),
+        }
+
+    # === Bring your own passages ===
+    def contexts_from_passages(self, question_input_ids, passages, doc_scores=None, prefix=None, return_tensors=None):
+        """Generator inputs from your own passages (see `rag_core.contexts.contexts_from_passages`).
+
+        Works without a loaded index (`init_retrieval=False`).
+        """
+        return contexts_from_passages(
+            self.config,
+            self.question_encoder_tokenizer,
+            self.generator_tokenizer,
+            question_input_ids,
+            passages,
+            doc_scores=doc_scores,
+            prefix=prefix,
+            return_tensors=return_tensors,
+            assembler=self.contexts,
+        )
+
+
+__all__ = ["RagRetriever", "ContextInputError"]

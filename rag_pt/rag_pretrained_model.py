@@ -1,0 +1,185 @@
+"""`RagPreTrainedModel`: loading, saving and construction shared by the three PyTorch RAG models.
+
+Checkpoints are transformers' own layout: `config.json` (`model_type: rag`) and
+`model.safetensors` (or a legacy `pytorch_model.bin`, read with `torch.load(weights_only=True)`)
+with keys `rag.question_encoder.*` / `rag.generator.*` for the generation heads and
+`question_encoder.*` / `generator.*` for `RagModel`, so checkpoints move between these classes and
+transformers' `RagModel`, `RagSequenceForGeneration` and `RagTokenForGeneration` both ways.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, PretrainedConfig, PreTrainedModel
+
+from rag_core import RagConfig
+from rag_core.arguments import check_labels, generator_max_positions
+
+# The two generation heads: a checkpoint trained as one is a poor fit for the other's decoding.
+_HEADS = ("RagSequenceForGeneration", "RagTokenForGeneration")
+
+
+def resolve_config(
+    config: Optional[PretrainedConfig],
+    question_encoder: Optional[PreTrainedModel],
+    generator: Optional[PreTrainedModel],
+    config_kwargs: dict,
+) -> RagConfig:
+    """The model's `RagConfig`: the one given, or one built from the two sub-models' configs."""
+    if config is None:
+        if question_encoder is None or generator is None:
+            raise ValueError(
+                "pass a `config` (RagConfig), or both a `question_encoder` and a `generator` model to build one from"
+            )
+        return RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config, **config_kwargs)
+    if not isinstance(config, RagConfig):
+        # transformers' own RagConfig (same fields, same config.json): convert rather than refuse
+        if getattr(config, "model_type", None) == "rag":
+            return RagConfig(**config.to_dict())
+        raise TypeError(f"config must be a RagConfig, got {type(config).__name__}")
+    return config
+
+
+class RagPreTrainedModel(PreTrainedModel):
+    """Base of `RagModel`, `RagSequenceForGeneration` and `RagTokenForGeneration`.
+
+    Example:
+        >>> model = RagTokenForGeneration.from_pretrained_question_encoder_generator(
+        ...     "path/to/dpr-question-encoder", "path/to/bart", n_docs=5)
+        >>> model.save_pretrained("./rag")
+        >>> model = RagTokenForGeneration.from_pretrained("./rag", retriever=retriever)
+    """
+
+    config_class = RagConfig
+    base_model_prefix = "rag"
+    # As the original: the sub-models pick their attention implementation themselves.
+    _supports_flash_attn = True
+    _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained_question_encoder_generator(
+        cls,
+        question_encoder_pretrained_model_name_or_path: Optional[str] = None,
+        generator_pretrained_model_name_or_path: Optional[str] = None,
+        retriever: Any = None,
+        **kwargs,
+    ) -> "RagPreTrainedModel":
+        """Build a RAG model from a pretrained question encoder and a pretrained seq2seq generator.
+
+        `question_encoder_*` / `generator_*` keyword arguments go to the sub-models (`question_encoder_model=`
+        / `generator_model=` pass ready models); the others update the `RagConfig` (e.g. `n_docs=5`).
+        """
+        question_kwargs = _pop_prefixed(kwargs, "question_encoder_")
+        generator_kwargs = _pop_prefixed(kwargs, "generator_")
+
+        question_encoder = question_kwargs.pop("model", None)
+        if question_encoder is None:
+            if question_encoder_pretrained_model_name_or_path is None:
+                raise ValueError(
+                    "pass question_encoder_pretrained_model_name_or_path, or a model as question_encoder_model="
+                )
+            question_encoder = _load_sub_model(AutoModel, question_encoder_pretrained_model_name_or_path, question_kwargs)
+        generator = generator_kwargs.pop("model", None)
+        if generator is None:
+            if generator_pretrained_model_name_or_path is None:
+                raise ValueError("pass generator_pretrained_model_name_or_path, or a model as generator_model=")
+            generator = _load_sub_model(AutoModelForSeq2SeqLM, generator_pretrained_model_name_or_path, generator_kwargs)
+
+        config = kwargs.pop("config", None)
+        if config is None:
+            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config, **kwargs)
+        return cls(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`, with two additions.
+
+        - `pytorch_model.bin` is only ever read with `torch.load(weights_only=True)` (no pickled code).
+        - Loading a RAG-Token checkpoint into `RagSequenceForGeneration` (or the reverse) warns: the
+          weights fit, but the model was trained for the other marginalisation.
+        """
+        if kwargs.get("weights_only", True) is not True:
+            raise ValueError("weights_only=False is not supported: .bin checkpoints are read with weights_only=True")
+        kwargs["weights_only"] = True
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        if isinstance(model, tuple):  # output_loading_info=True
+            _warn_on_head_mismatch(cls, model[0].config)
+        else:
+            _warn_on_head_mismatch(cls, model.config)
+        return model
+
+
+def _warn_on_head_mismatch(cls: type, config: PretrainedConfig) -> None:
+    saved = [name for name in (getattr(config, "architectures", None) or []) if name in _HEADS]
+    if cls.__name__ in _HEADS and saved and cls.__name__ not in saved:
+        warnings.warn(
+            f"this checkpoint was saved from {saved[0]} and is loaded into {cls.__name__}: the weights fit, but "
+            "the model was trained with the other marginalisation over passages; check that this is intended",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _pop_prefixed(kwargs: dict, prefix: str) -> dict:
+    taken = {key[len(prefix) :]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}
+    return taken
+
+
+def _load_sub_model(auto_class: type, name_or_path: str, kwargs: dict) -> PreTrainedModel:
+    if "config" not in kwargs:
+        config, kwargs = AutoConfig.from_pretrained(name_or_path, **kwargs, return_unused_kwargs=True)
+        kwargs["config"] = config
+    return auto_class.from_pretrained(name_or_path, **kwargs)
+
+
+class _RagHead(RagPreTrainedModel):
+    """What `RagSequenceForGeneration` and `RagTokenForGeneration` share: a `RagModel` under `self.rag`
+    (hence the `rag.*` weight keys) and access to its parts."""
+
+    def __init__(
+        self,
+        config: Optional[PretrainedConfig] = None,
+        question_encoder: Optional[PreTrainedModel] = None,
+        generator: Optional[PreTrainedModel] = None,
+        retriever: Any = None,
+        **kwargs,
+    ):
+        from .rag_model import RagModel
+
+        # === Config ===
+        config = resolve_config(config, question_encoder, generator, kwargs)
+        super().__init__(config)
+        # === Submodules ===
+        self.rag = RagModel(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever)
+
+    def set_retriever(self, retriever: Any) -> None:
+        self.rag.set_retriever(retriever)
+
+    def set_context_encoder_for_training(self, ctx_encoder: PreTrainedModel) -> None:
+        self.rag.set_context_encoder_for_training(ctx_encoder)
+
+    @property
+    def retriever(self) -> Any:
+        return self.rag.retriever
+
+    @property
+    def generator(self) -> PreTrainedModel:
+        return self.rag.generator
+
+    @property
+    def question_encoder(self) -> PreTrainedModel:
+        return self.rag.question_encoder
+
+    def get_input_embeddings(self):
+        return self.rag.generator.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.rag.generator.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings):
+        return self.rag.generator.set_output_embeddings(new_embeddings)
+
+    def _check_labels(self, labels) -> None:
+        check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))

@@ -1,0 +1,106 @@
+"""Pieces both TF generation classes use: retrieval for `generate`, the compiled encoder+decoder
+function, and provenance. Private: the public surface is on the model classes."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+from transformers.modeling_tf_outputs import TFBaseModelOutput
+
+from rag_core.arguments import RagInputError, check_context_inputs
+
+from . import decoding, retrieval_bridge
+
+
+def resolve_generation_config(model, generation_config, kwargs: dict):
+    """A private copy of the generation config updated with `kwargs`; unknown keys are an error."""
+    generation_config = copy.deepcopy(generation_config if generation_config is not None else model.generation_config)
+    unused = generation_config.update(**kwargs)
+    if unused:
+        raise TypeError(f"generate() got unexpected keyword arguments: {sorted(unused)}")
+    return generation_config
+
+
+def context_for_generate(rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores,
+                         n_docs: int, n_docs_explicit: bool):
+    """Retrieve (when needed) and check the context. Returns (ctx ids, ctx mask, doc scores, doc ids, n_docs)."""
+    doc_ids = None
+    if context_input_ids is None:
+        if rag.retriever is None:
+            check_context_inputs(n_docs=n_docs, context_input_ids_shape=None, context_attention_mask_shape=None,
+                                 doc_scores_shape=None)
+        if input_ids is None:
+            raise RagInputError("generate needs `input_ids` (questions) or `context_input_ids`")
+        input_ids = tf.convert_to_tensor(input_ids)
+        vectors, _ = rag.encode_question(input_ids, attention_mask)
+        retrieved = retrieval_bridge.retrieve(rag.retriever, input_ids, vectors, prefix=rag.generator.config.prefix,
+                                              n_docs=n_docs)
+        context_input_ids = retrieved["context_input_ids"]
+        context_attention_mask = retrieved["context_attention_mask"]
+        doc_ids = retrieved["doc_ids"]
+        doc_scores = retrieval_bridge.score_documents(vectors, retrieved["retrieved_doc_embeds"], doc_ids)
+    else:
+        context_input_ids = tf.convert_to_tensor(context_input_ids)
+        if context_attention_mask is None:
+            context_attention_mask = tf.ones_like(context_input_ids)
+        context_attention_mask = tf.convert_to_tensor(context_attention_mask)
+        if doc_scores is not None:
+            doc_scores = tf.convert_to_tensor(doc_scores)
+        n_docs = check_context_inputs(
+            n_docs=n_docs,
+            context_input_ids_shape=tuple(context_input_ids.shape),
+            context_attention_mask_shape=tuple(context_attention_mask.shape),
+            doc_scores_shape=None if doc_scores is None else tuple(doc_scores.shape),
+            batch_size=None if input_ids is None else int(input_ids.shape[0]),
+            n_docs_explicit=n_docs_explicit,
+        )
+    return (tf.cast(context_input_ids, tf.int32), tf.cast(context_attention_mask, tf.int32),
+            None if doc_scores is None else tf.cast(doc_scores, tf.float32), doc_ids, n_docs)
+
+
+def make_decode_function(generator, options: decoding.DecodingOptions, rows_per_hypothesis: int, marginalize: bool,
+                         jit_compile: bool, prefix_allowed_tokens_fn=None, logits_processor=()):
+    """`fn(context_input_ids, context_attention_mask, doc_scores) -> dict of fixed-shape buffers`:
+    the generator's encoder once per context, then the decoding loop, in one `tf.function`."""
+    vocab_size = generator.config.vocab_size
+
+    def decode(context_input_ids, context_attention_mask, doc_scores):
+        encoder = generator.get_encoder()
+        hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask, return_dict=True,
+                         training=False).last_hidden_state
+        batch_size = tf.shape(context_input_ids)[0] // rows_per_hypothesis
+        return decoding.run(
+            generator, hidden, context_attention_mask, options, batch_size, vocab_size,
+            rows_per_hypothesis=rows_per_hypothesis, doc_scores=doc_scores if marginalize else None,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, logits_processor=logits_processor,
+        )
+
+    if prefix_allowed_tokens_fn is not None and jit_compile:
+        raise ValueError("prefix_allowed_tokens_fn calls Python at every step and cannot run with jit_compile=True")
+    return tf.function(decode, jit_compile=jit_compile, reduce_retracing=True)
+
+
+def cached_decode_function(model, key: tuple, factory):
+    cache = model.__dict__.setdefault("_rag_decode_functions", {})
+    if key not in cache:
+        cache[key] = factory()
+    return cache[key]
+
+
+def doc_titles(retriever, doc_ids: Optional[np.ndarray]) -> Optional[list]:
+    """Per row of `doc_ids (rows, N)`: the N passage titles (None for an empty slot), via the index."""
+    if retriever is None or doc_ids is None:
+        return None
+    dicts = retriever.index.get_doc_dicts(np.asarray(doc_ids))
+    titles = []
+    for row, doc in zip(np.asarray(doc_ids), dicts):
+        row_titles = list(doc["title"]) if isinstance(doc, dict) and "title" in doc else [None] * len(row)
+        titles.append([t if i >= 0 else None for t, i in zip(row_titles, row)])
+    return titles
+
+
+def encoder_output(hidden) -> TFBaseModelOutput:
+    return TFBaseModelOutput(last_hidden_state=hidden)

@@ -1,0 +1,241 @@
+"""`TFRagModel`: question encoder + retriever + generator, without a loss."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import tensorflow as tf
+from transformers import PretrainedConfig, TFAutoModel, TFAutoModelForSeq2SeqLM, TFPreTrainedModel
+from transformers.models.auto.modeling_tf_auto import TF_MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
+
+from rag_core.arguments import RagInputError, check_context_inputs, resolve, resolve_n_docs
+from rag_core.configuration_rag import RagConfig
+from rag_core.outputs import RetrievAugLMOutput
+
+from . import retrieval_bridge
+from .rag_pretrained_model import TFRagPreTrainedModel
+
+
+def _static_shape(tensor) -> Optional[tuple]:
+    return None if tensor is None else tuple(tf.TensorShape(getattr(tensor, "shape", None)).as_list())
+
+
+def _build_generator(config: PretrainedConfig, load_weight_prefix: str) -> TFPreTrainedModel:
+    """The seq2seq generator named `generator`. BART-like classes take `load_weight_prefix` (it names
+    their shared embedding); T5 does not, and passing it anyway is why transformers' TF RAG cannot
+    be built with T5 (defect 8)."""
+    generator_class = TF_MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING[type(config)]
+    kwargs = {"name": "generator"}
+    if getattr(generator_class, "_requires_load_weight_prefix", False):
+        kwargs["load_weight_prefix"] = load_weight_prefix + "/generator"
+    return TFAutoModelForSeq2SeqLM.from_config(config, **kwargs)
+
+
+class TFRagModel(TFRagPreTrainedModel):
+    """RAG without a head: encodes the question, retrieves, scores the passages and runs the generator
+    on every (passage, question) pair. Returns `rag_core.RetrievAugLMOutput`.
+
+    Either give a retriever (`retriever=` or `set_retriever`) and `input_ids`, or give the context
+    yourself (`context_input_ids`, `context_attention_mask`, `doc_scores`).
+
+        >>> model = TFRagModel(config, retriever=retriever)                    # doctest: +SKIP
+        >>> out = model(input_ids, attention_mask=mask, decoder_input_ids=d)    # doctest: +SKIP
+        >>> out.logits.shape, out.doc_scores.shape   # (B*N, T, V), (B, N)     # doctest: +SKIP
+    """
+
+    load_weight_prefix = "tf_rag_model_1"
+
+    def __init__(
+        self,
+        config: Optional[RagConfig] = None,
+        question_encoder: Optional[TFPreTrainedModel] = None,
+        generator: Optional[TFPreTrainedModel] = None,
+        retriever: Any = None,
+        load_weight_prefix: Optional[str] = None,
+        **kwargs,
+    ):
+        if config is None:
+            if question_encoder is None or generator is None:
+                raise ValueError("TFRagModel needs a config, or both a question_encoder and a generator")
+            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
+        elif not isinstance(config, RagConfig):
+            raise TypeError(f"config must be a rag_core.RagConfig, got {type(config).__name__}")
+        super().__init__(config, **kwargs)
+
+        # === Submodules ===
+        if question_encoder is None:
+            question_encoder = TFAutoModel.from_config(config.question_encoder, name="question_encoder")
+        if generator is None:
+            generator = _build_generator(config.generator, resolve(load_weight_prefix, self.load_weight_prefix))
+        self.question_encoder = question_encoder
+        self.generator = generator
+
+        # === Retrieval ===
+        self.retriever = retriever
+        self.context_encoder_training = False
+        self.ctx_encoder = None
+
+    def set_retriever(self, retriever: Any) -> None:
+        self.retriever = retriever
+
+    def set_context_encoder_for_training(self, ctx_encoder: TFPreTrainedModel) -> None:
+        """Train the passage encoder end to end: passage vectors are recomputed by `ctx_encoder` from
+        the retriever's `tokenized_doc_ids` inside `call`, so gradients reach it through `doc_scores`.
+        The retriever needs a context-encoder tokenizer (`retriever.set_ctx_encoder_tokenizer`)."""
+        self.context_encoder_training = True
+        self.ctx_encoder = ctx_encoder
+
+    def encode_question(self, input_ids, attention_mask=None, output_attentions=None, output_hidden_states=None,
+                        training=False):
+        """`(B, D)` question vectors, pooled per `config.resolved_question_encoder_pooling`.
+
+        Returns `(vectors, encoder_outputs)`."""
+        pooling = self.config.resolved_question_encoder_pooling
+        outputs = self.question_encoder(
+            input_ids,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            training=training,
+        )
+        if pooling in ("dpr", "pooler"):
+            vectors = outputs.pooler_output
+        elif pooling == "cls":
+            vectors = outputs.last_hidden_state[:, 0]
+        else:  # mean over the tokens the attention mask keeps
+            hidden = outputs.last_hidden_state
+            mask = tf.ones(tf.shape(hidden)[:2], hidden.dtype) if attention_mask is None else tf.cast(
+                attention_mask, hidden.dtype)
+            vectors = tf.reduce_sum(hidden * mask[:, :, None], axis=1) / tf.maximum(
+                tf.reduce_sum(mask, axis=1, keepdims=True), 1e-9)
+        return vectors, outputs
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        encoder_outputs=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        past_key_values=None,
+        doc_scores=None,
+        context_input_ids=None,
+        context_attention_mask=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        output_retrieved=None,
+        n_docs=None,
+        training=False,
+    ) -> RetrievAugLMOutput:
+        n_docs_explicit = n_docs is not None
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        use_cache = resolve(use_cache, self.config.use_cache)
+        output_attentions = resolve(output_attentions, self.config.output_attentions)
+        output_hidden_states = resolve(output_hidden_states, self.config.output_hidden_states)
+        output_retrieved = resolve(output_retrieved, self.config.output_retrieved)
+
+        has_to_retrieve = (
+            self.retriever is not None
+            and (context_input_ids is None or context_attention_mask is None or doc_scores is None)
+            and encoder_outputs is None
+        )
+        question_vectors = question_outputs = retrieved = None
+        if has_to_retrieve:
+            if input_ids is None:
+                raise RagInputError(
+                    "`input_ids` (the questions) are required to retrieve; or pass context_input_ids, "
+                    "context_attention_mask and doc_scores"
+                )
+            question_vectors, question_outputs = self.encode_question(
+                input_ids, attention_mask, output_attentions, output_hidden_states, training=training
+            )
+            retrieved = retrieval_bridge.retrieve(
+                self.retriever,
+                input_ids,
+                question_vectors,
+                prefix=self.generator.config.prefix,
+                n_docs=n_docs,
+                with_tokenized_docs=self.context_encoder_training,
+            )
+            context_input_ids = retrieved["context_input_ids"]
+            context_attention_mask = retrieved["context_attention_mask"]
+            doc_embeds = retrieved["retrieved_doc_embeds"]
+            if self.context_encoder_training:
+                doc_embeds = self._encode_passages(retrieved, n_docs, question_vectors.shape[-1], training)
+                retrieved["retrieved_doc_embeds"] = doc_embeds
+            doc_scores = retrieval_bridge.score_documents(question_vectors, doc_embeds, retrieved["doc_ids"])
+        elif encoder_outputs is None:
+            n_docs = check_context_inputs(
+                n_docs=n_docs,
+                context_input_ids_shape=_static_shape(context_input_ids),
+                context_attention_mask_shape=_static_shape(context_attention_mask),
+                doc_scores_shape=_static_shape(doc_scores),
+                batch_size=None if input_ids is None else _static_shape(input_ids)[0],
+                n_docs_explicit=n_docs_explicit,
+            )
+        elif doc_scores is None:
+            raise RagInputError("`doc_scores` are required when `encoder_outputs` are given")
+
+        if decoder_input_ids is not None:
+            decoder_input_ids = tf.repeat(decoder_input_ids, n_docs, axis=0)
+        if decoder_attention_mask is not None:
+            decoder_attention_mask = tf.repeat(decoder_attention_mask, n_docs, axis=0)
+
+        gen_outputs = self.generator(
+            input_ids=context_input_ids,
+            attention_mask=context_attention_mask,
+            encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+            training=training,
+        )
+
+        show_retrieved = has_to_retrieve and output_retrieved
+        return RetrievAugLMOutput(
+            logits=gen_outputs.logits,
+            doc_scores=doc_scores,
+            past_key_values=gen_outputs.past_key_values if use_cache else None,
+            retrieved_doc_embeds=retrieved["retrieved_doc_embeds"] if show_retrieved else None,
+            retrieved_doc_ids=retrieved["doc_ids"] if show_retrieved else None,
+            context_input_ids=context_input_ids if show_retrieved else None,
+            context_attention_mask=context_attention_mask if show_retrieved else None,
+            question_encoder_last_hidden_state=question_vectors,
+            question_enc_hidden_states=getattr(question_outputs, "hidden_states", None),
+            question_enc_attentions=getattr(question_outputs, "attentions", None),
+            generator_enc_last_hidden_state=gen_outputs.encoder_last_hidden_state,
+            generator_enc_hidden_states=gen_outputs.encoder_hidden_states,
+            generator_enc_attentions=gen_outputs.encoder_attentions,
+            generator_dec_hidden_states=gen_outputs.decoder_hidden_states,
+            generator_dec_attentions=gen_outputs.decoder_attentions,
+            generator_cross_attentions=gen_outputs.cross_attentions,
+        )
+
+    def _encode_passages(self, retrieved: dict, n_docs: int, dim: int, training: bool) -> tf.Tensor:
+        """`(B, N, D)` passage vectors from the trainable context encoder (end-to-end training)."""
+        outputs = self.ctx_encoder(
+            retrieved["tokenized_doc_ids"],
+            attention_mask=retrieved["tokenized_doc_attention_mask"],
+            return_dict=True,
+            training=training,
+        )
+        return tf.reshape(outputs.pooler_output, [-1, n_docs, dim])
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.built = True
+        # Name scopes give the variables transformers' TF RAG names (`.../rag/generator/...`).
+        with tf.name_scope(self.generator.name):
+            self.generator.build(None)
+        with tf.name_scope(self.question_encoder.name):
+            self.question_encoder.build(None)
+        if self.ctx_encoder is not None:
+            with tf.name_scope(self.ctx_encoder.name):
+                self.ctx_encoder.build(None)

@@ -1,0 +1,297 @@
+"""`TFRagSequenceForGeneration`: RAG-Sequence, one passage per whole output sequence."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from rag_core.arguments import RagInputError, check_labels, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.configuration_rag import RagConfig
+from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
+
+from . import _generation_common as common
+from . import decoding, losses
+from .rag_model import TFRagModel
+from .rag_pretrained_model import TFRagPreTrainedModel
+
+RESCORE_MODES = ("thorough", "fast")
+
+
+class TFRagSequenceForGeneration(TFRagPreTrainedModel):
+    """RAG-Sequence: p(y|x) = sum_z p(z|x) prod_t p(y_t|x,z,y_<t).
+
+        >>> model = TFRagSequenceForGeneration(config, retriever=retriever)   # doctest: +SKIP
+        >>> out = model(input_ids, attention_mask=mask, labels=labels)         # doctest: +SKIP
+        >>> ids = model.generate(input_ids, num_beams=4)                       # doctest: +SKIP
+
+    `generate` is batched over examples: the generator decodes all `B*N` (passage, question) pairs
+    at once, candidates are deduplicated by ids, then rescored against the passages already
+    retrieved (`rescore="thorough"`, every candidate under every passage) or, cheaper, under the
+    passages that produced them (`rescore="fast"`). No second retrieval.
+    """
+
+    load_weight_prefix = "tf_rag_sequence_for_generation_1/rag"
+
+    def __init__(self, config: Optional[RagConfig] = None, question_encoder=None, generator=None, retriever=None,
+                 **kwargs):
+        if config is None:
+            if question_encoder is None or generator is None:
+                raise ValueError(
+                    "TFRagSequenceForGeneration needs a config, or both a question_encoder and a generator")
+            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
+        super().__init__(config, **kwargs)
+        # === Submodules ===
+        self.rag = TFRagModel(config=config, question_encoder=question_encoder, generator=generator,
+                              retriever=retriever, load_weight_prefix=self.load_weight_prefix, name="rag")
+
+    def set_retriever(self, retriever: Any) -> None:
+        self.rag.set_retriever(retriever)
+
+    def set_context_encoder_for_training(self, ctx_encoder) -> None:
+        self.rag.set_context_encoder_for_training(ctx_encoder)
+
+    @property
+    def retriever(self):
+        return self.rag.retriever
+
+    @property
+    def generator(self):
+        return self.rag.generator
+
+    @property
+    def question_encoder(self):
+        return self.rag.question_encoder
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        encoder_outputs=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        past_key_values=None,
+        context_input_ids=None,
+        context_attention_mask=None,
+        doc_scores=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        output_retrieved=None,
+        exclude_bos_score=None,
+        reduce_loss=None,
+        labels=None,
+        n_docs=None,
+        training=False,
+    ) -> RetrievAugLMMarginOutput:
+        """Forward pass; with `labels`, the RAG-Sequence loss (`(B,)`, or `()` with `reduce_loss`)."""
+        exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
+        reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
+        if labels is not None:
+            check_labels(tuple(labels.shape), _max_positions(self.config.generator))
+            if decoder_input_ids is None:
+                decoder_input_ids = labels
+            use_cache = False
+
+        outputs = self.rag(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values,
+            context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask,
+            doc_scores=doc_scores,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            output_retrieved=output_retrieved,
+            n_docs=n_docs,
+            training=training,
+        )
+        n_docs = outputs.doc_scores.shape[1] or resolve_n_docs(n_docs, self.config.n_docs)
+
+        loss = None
+        if labels is not None:
+            loss = self.get_nll(outputs.logits, outputs.doc_scores, labels, reduce_loss=reduce_loss,
+                                epsilon=self.config.label_smoothing, exclude_bos_score=exclude_bos_score,
+                                n_docs=n_docs)
+
+        return RetrievAugLMMarginOutput(
+            loss=loss,
+            logits=outputs.logits,
+            doc_scores=outputs.doc_scores,
+            past_key_values=outputs.past_key_values,
+            retrieved_doc_embeds=outputs.retrieved_doc_embeds,
+            retrieved_doc_ids=outputs.retrieved_doc_ids,
+            context_input_ids=outputs.context_input_ids,
+            context_attention_mask=outputs.context_attention_mask,
+            question_encoder_last_hidden_state=outputs.question_encoder_last_hidden_state,
+            question_enc_hidden_states=outputs.question_enc_hidden_states,
+            question_enc_attentions=outputs.question_enc_attentions,
+            generator_enc_last_hidden_state=outputs.generator_enc_last_hidden_state,
+            generator_enc_hidden_states=outputs.generator_enc_hidden_states,
+            generator_enc_attentions=outputs.generator_enc_attentions,
+            generator_dec_hidden_states=outputs.generator_dec_hidden_states,
+            generator_dec_attentions=outputs.generator_dec_attentions,
+            generator_cross_attentions=outputs.generator_cross_attentions,
+        )
+
+    def get_nll(self, seq_logits, doc_scores, target, reduce_loss=False, epsilon=0.0, exclude_bos_score=False,
+                n_docs=None):
+        """RAG-Sequence loss of `target` (the labels; shifted left here). `(B,)`, or `()` with `reduce_loss`."""
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        pad = self.config.generator.pad_token_id
+        return losses.sequence_nll(
+            seq_logits, doc_scores, losses.shift_targets_left(target, pad), n_docs=n_docs, pad_token_id=pad,
+            bos_token_id=resolve_bos_token_id(self.config), reduce_loss=reduce_loss, epsilon=epsilon,
+            exclude_bos_score=exclude_bos_score)
+
+    def generate(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        context_input_ids=None,
+        context_attention_mask=None,
+        doc_scores=None,
+        do_deduplication=None,
+        num_return_sequences=None,
+        num_beams=None,
+        n_docs=None,
+        rescore="thorough",
+        output_provenance=False,
+        **model_kwargs,
+    ):
+        """Decode every (passage, question) pair with the generator, deduplicate, rescore, keep the best.
+
+        `model_kwargs` update the generator's generation config (`max_length`, `min_length`,
+        `no_repeat_ngram_size`, ...). Returns `(B * num_return_sequences, S)` ids, or with
+        `output_provenance` a `rag_core.RetrievAugGenerateOutput` (passages of each output's question).
+        """
+        if rescore not in RESCORE_MODES:
+            raise ValueError(f"rescore must be one of {RESCORE_MODES}, got {rescore!r}")
+        jit_compile = bool(model_kwargs.pop("jit_compile", False))
+        n_docs_explicit = n_docs is not None
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
+        num_return_sequences = resolve(num_return_sequences, self.config.num_return_sequences)
+        num_beams = resolve(num_beams, self.config.num_beams)
+        if num_return_sequences > num_beams * n_docs:
+            raise ValueError(f"num_return_sequences ({num_return_sequences}) cannot exceed num_beams * n_docs "
+                             f"({num_beams} * {n_docs}) candidates")
+
+        context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = common.context_for_generate(
+            self.rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores, n_docs,
+            n_docs_explicit)
+        if doc_scores is None:
+            raise RagInputError("`doc_scores` are required with `context_input_ids` (shape (batch_size, n_docs))")
+
+        # 1. every (passage, question) pair through the generator's own decoding (beams per pair)
+        generation_config = common.resolve_generation_config(
+            self.generator, None, dict(model_kwargs, num_beams=num_beams, num_return_sequences=num_beams))
+        options = decoding.DecodingOptions.from_generation_config(generation_config, self.config.generator)
+        decode = common.cached_decode_function(
+            self, ("sequence", options, jit_compile),
+            lambda: common.make_decode_function(self.generator, options, 1, False, jit_compile))
+        candidates = decoding.finalize(decode(context_input_ids, context_attention_mask, None), options)["sequences"]
+
+        # 2. deduplicate and rescore, all examples at once
+        sequences, scores = self._rescore(candidates, context_input_ids, context_attention_mask, doc_scores, n_docs,
+                                          num_beams, do_deduplication, rescore)
+        top = tf.math.top_k(scores, k=num_return_sequences).indices  # (B, R)
+        output = tf.reshape(tf.gather(sequences, top, batch_dims=1), [-1, tf.shape(sequences)[-1]])
+        if not output_provenance:
+            return output
+        ids = None if doc_ids is None else np.repeat(np.asarray(doc_ids), num_return_sequences, axis=0)
+        return RetrievAugGenerateOutput(
+            sequences=output,
+            doc_ids=ids,
+            doc_scores=tf.repeat(doc_scores, num_return_sequences, axis=0),
+            doc_titles=common.doc_titles(self.retriever, ids),
+            sequences_scores=tf.reshape(tf.gather(scores, top, batch_dims=1), [-1]),
+        )
+
+    def _rescore(self, candidates, context_input_ids, context_attention_mask, doc_scores, n_docs, num_beams,
+                 do_deduplication, rescore):
+        """Candidates `(B*N*K, S)` -> (`(B, C, S)` unique candidates, `(B, C)` log p(y|x); -inf = no candidate)."""
+        length = tf.shape(candidates)[1]
+        per_example = n_docs * num_beams
+        cands = tf.reshape(candidates, [-1, per_example, length])  # (B, NK, S): (passage, beam) order
+        batch = tf.shape(cands)[0]
+        same = tf.reduce_all(tf.equal(cands[:, :, None, :], cands[:, None, :, :]), axis=-1)  # (B, NK, NK)
+        earlier = tf.linalg.band_part(tf.ones([per_example, per_example], tf.bool), -1, 0) & ~tf.eye(
+            per_example, dtype=tf.bool)  # [i, j]: j < i
+        duplicate = tf.reduce_any(same & earlier[None], axis=2) if do_deduplication else tf.zeros(
+            [batch, per_example], tf.bool)
+        doc_logprobs = tf.nn.log_softmax(doc_scores, axis=1)  # (B, N)
+        encoder = self.generator.get_encoder()
+        hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask, return_dict=True,
+                         training=False).last_hidden_state  # (B*N, L, H)
+
+        if rescore == "fast":
+            # log p(y|x) ~ logsumexp over the passages that produced y of log p(z|x) + log p(y|x,z)
+            rows = tf.repeat(tf.range(batch * n_docs), num_beams)  # candidate -> its own context row
+            own = self._sequence_logliks(tf.gather(hidden, rows), tf.gather(context_attention_mask, rows),
+                                         candidates, tf.reshape(tf.repeat(tf.range(batch), per_example), [-1]), batch)
+            own = tf.reshape(own, [batch, per_example]) + tf.repeat(doc_logprobs, num_beams, axis=1)
+            if do_deduplication:
+                scores = tf.reduce_logsumexp(tf.where(same, own[:, None, :], float("-inf")), axis=2)
+            else:
+                scores = own
+            scores = tf.where(duplicate, float("-inf"), scores)
+            return cands, scores
+
+        # thorough: compact the unique candidates, score each under every passage of its question
+        keep = ~duplicate
+        order = tf.argsort(tf.cast(duplicate, tf.int32), axis=1, stable=True)
+        cands = tf.gather(cands, order, batch_dims=1)
+        keep = tf.gather(keep, order, batch_dims=1)
+        width = tf.reduce_max(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1))
+        cands, keep = cands[:, :width], keep[:, :width]
+        labels = tf.reshape(cands, [-1, length])  # (B*C, S)
+        example = tf.repeat(tf.range(batch), width)  # (B*C,)
+        rows = tf.reshape(example[:, None] * n_docs + tf.range(n_docs)[None, :], [-1])  # (B*C*N,)
+        logliks = self._sequence_logliks(tf.gather(hidden, rows), tf.gather(context_attention_mask, rows),
+                                         tf.repeat(labels, n_docs, axis=0), tf.repeat(example, n_docs), batch,
+                                         valid=tf.repeat(tf.reshape(keep, [-1]), n_docs))
+        logliks = tf.reshape(logliks, [batch, width, n_docs]) + doc_logprobs[:, None, :]
+        scores = tf.where(keep, tf.reduce_logsumexp(logliks, axis=2), float("-inf"))
+        return cands, scores
+
+    def _sequence_logliks(self, hidden, encoder_mask, labels, example, batch, valid=None):
+        """Per row: sum_t log p(target_t | ...) with `exclude_bos_score` semantics per question
+        (the first token is dropped when every candidate of that question starts with BOS, as the
+        original's per-question rescoring does)."""
+        pad = self.config.generator.pad_token_id
+        out = self.generator(input_ids=None, attention_mask=encoder_mask,
+                             encoder_outputs=common.encoder_output(hidden), decoder_input_ids=labels,
+                             use_cache=False, return_dict=True, training=False)
+        logits = tf.cast(out.logits, tf.float32)
+        target = losses.shift_targets_left(labels, pad)
+        token_lp = tf.gather(logits, target, batch_dims=2) - tf.reduce_logsumexp(logits, axis=-1)
+        weights = tf.cast(tf.not_equal(target, pad), tf.float32)
+        bos = resolve_bos_token_id(self.config)
+        if bos is not None:
+            starts_bos = tf.equal(target[:, 0], bos)
+            if valid is not None:
+                starts_bos = starts_bos | ~valid
+            all_bos = tf.math.unsorted_segment_min(tf.cast(starts_bos, tf.int32), example, batch)  # per question
+            drop = tf.cast(tf.gather(all_bos, example), tf.float32)
+            weights = weights * (1.0 - drop[:, None] * tf.one_hot(0, tf.shape(target)[1])[None, :])
+        return tf.reduce_sum(token_lp * weights, axis=1)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.built = True
+        with tf.name_scope(self.rag.name):
+            self.rag.build(None)
+
+
+def _max_positions(generator_config) -> Optional[int]:
+    """BART-like generators have learned positions (a hard limit on label length); T5 does not."""
+    if generator_config.model_type == "t5":
+        return None
+    return getattr(generator_config, "max_position_embeddings", None)

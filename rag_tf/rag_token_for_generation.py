@@ -1,0 +1,238 @@
+"""`TFRagTokenForGeneration`: RAG-Token, marginalising over passages at every target token."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+from transformers.generation.tf_utils import TFBeamSearchEncoderDecoderOutput, TFGreedySearchEncoderDecoderOutput
+
+from rag_core.arguments import check_labels, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.configuration_rag import RagConfig
+from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
+
+from . import _generation_common as common
+from . import decoding, losses
+from .rag_model import TFRagModel
+from .rag_pretrained_model import TFRagPreTrainedModel
+from .rag_sequence_for_generation import _max_positions
+
+
+class TFRagTokenForGeneration(TFRagPreTrainedModel):
+    """RAG-Token: p(y|x) = prod_t sum_z p(z|x) p(y_t|x,z,y_<t).
+
+        >>> model = TFRagTokenForGeneration(config, retriever=retriever)           # doctest: +SKIP
+        >>> out = model(input_ids, attention_mask=mask, labels=labels)              # doctest: +SKIP
+        >>> out.loss.shape                               # (B,) unless reduce_loss  # doctest: +SKIP
+        >>> ids = model.generate(input_ids, num_beams=4, jit_compile=True)          # doctest: +SKIP
+
+    `generate` runs greedy or beam search as a fixed-shape `tf.while_loop` (see `decoding.py`); with
+    `jit_compile=True` the generator's encoder and the whole loop are XLA-compiled (retrieval runs
+    before, eagerly). Ids equal those of `rag_pt.RagTokenForGeneration` on the same weights.
+    """
+
+    load_weight_prefix = "tf_rag_token_for_generation_1/rag"
+
+    def __init__(self, config: Optional[RagConfig] = None, question_encoder=None, generator=None, retriever=None,
+                 **kwargs):
+        if config is None:
+            if question_encoder is None or generator is None:
+                raise ValueError("TFRagTokenForGeneration needs a config, or both a question_encoder and a generator")
+            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
+        super().__init__(config, **kwargs)
+        # === Submodules ===
+        self.rag = TFRagModel(config=config, question_encoder=question_encoder, generator=generator,
+                              retriever=retriever, load_weight_prefix=self.load_weight_prefix, name="rag")
+
+    def set_retriever(self, retriever: Any) -> None:
+        self.rag.set_retriever(retriever)
+
+    def set_context_encoder_for_training(self, ctx_encoder) -> None:
+        self.rag.set_context_encoder_for_training(ctx_encoder)
+
+    @property
+    def retriever(self):
+        return self.rag.retriever
+
+    @property
+    def generator(self):
+        return self.rag.generator
+
+    @property
+    def question_encoder(self):
+        return self.rag.question_encoder
+
+    def marginalize(self, seq_logits, doc_scores, n_docs=None):
+        """`(B*N, T, V)` logits -> `(B, T, V)` log-probabilities marginalised over the passages."""
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        return losses.marginalize_token_logprobs(seq_logits, doc_scores, n_docs)
+
+    def call(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        encoder_outputs=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        past_key_values=None,
+        context_input_ids=None,
+        context_attention_mask=None,
+        doc_scores=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        output_retrieved=None,
+        do_marginalize=None,
+        reduce_loss=None,
+        labels=None,
+        n_docs=None,
+        training=False,
+    ) -> RetrievAugLMMarginOutput:
+        """Forward pass; with `labels`, the RAG-Token loss. `do_marginalize` returns `(B, T, V)` log-probs."""
+        do_marginalize = resolve(do_marginalize, self.config.do_marginalize)
+        reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
+        if labels is not None:
+            check_labels(tuple(labels.shape), _max_positions(self.config.generator))
+            if decoder_input_ids is None:
+                decoder_input_ids = labels
+            use_cache = False
+
+        outputs = self.rag(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values,
+            context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask,
+            doc_scores=doc_scores,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            output_retrieved=output_retrieved,
+            n_docs=n_docs,
+            training=training,
+        )
+        n_docs = outputs.doc_scores.shape[1] or resolve_n_docs(n_docs, self.config.n_docs)
+
+        loss = None
+        logits = outputs.logits
+        if labels is not None:
+            loss = self.get_nll(outputs.logits, outputs.doc_scores, labels, reduce_loss=reduce_loss,
+                                epsilon=self.config.label_smoothing,
+                                exclude_bos_score=self.config.exclude_bos_score, n_docs=n_docs)
+        if do_marginalize:
+            logits = self.marginalize(logits, outputs.doc_scores, n_docs)
+
+        return RetrievAugLMMarginOutput(
+            loss=loss,
+            logits=logits,
+            doc_scores=outputs.doc_scores,
+            past_key_values=outputs.past_key_values,
+            retrieved_doc_embeds=outputs.retrieved_doc_embeds,
+            retrieved_doc_ids=outputs.retrieved_doc_ids,
+            context_input_ids=outputs.context_input_ids,
+            context_attention_mask=outputs.context_attention_mask,
+            question_encoder_last_hidden_state=outputs.question_encoder_last_hidden_state,
+            question_enc_hidden_states=outputs.question_enc_hidden_states,
+            question_enc_attentions=outputs.question_enc_attentions,
+            generator_enc_last_hidden_state=outputs.generator_enc_last_hidden_state,
+            generator_enc_hidden_states=outputs.generator_enc_hidden_states,
+            generator_enc_attentions=outputs.generator_enc_attentions,
+            generator_dec_hidden_states=outputs.generator_dec_hidden_states,
+            generator_dec_attentions=outputs.generator_dec_attentions,
+            generator_cross_attentions=outputs.generator_cross_attentions,
+        )
+
+    def generate(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        context_input_ids=None,
+        context_attention_mask=None,
+        doc_scores=None,
+        n_docs=None,
+        generation_config=None,
+        prefix_allowed_tokens_fn=None,
+        logits_processor=None,
+        stopping_criteria=None,
+        output_provenance=False,
+        **kwargs,
+    ):
+        """Greedy (`num_beams=1`) or beam-search decoding over the marginal of each token.
+
+        Options come from `generation_config` (default: the model's) updated with `kwargs`:
+        `max_length`/`max_new_tokens`, `min_length`, `num_beams`, `num_return_sequences`,
+        `no_repeat_ngram_size`, `repetition_penalty`, `forced_bos_token_id`, `forced_eos_token_id`,
+        `suppress_tokens`, `length_penalty`, `early_stopping`, `output_scores`,
+        `return_dict_in_generate`. TF-only: `jit_compile=True` XLA-compiles encoder and loop.
+        `logits_processor`: extra callables `(sequences, scores, cur_len) -> scores`, run last.
+
+        Returns `(B*R, S)` ids; with `return_dict_in_generate` transformers' TF generate output;
+        with `output_provenance` a `rag_core.RetrievAugGenerateOutput`.
+        """
+        jit_compile = bool(kwargs.pop("jit_compile", False))
+        if stopping_criteria:
+            raise NotImplementedError("custom stopping_criteria are not supported by the TF RAG decoder; "
+                                      "use max_length / max_new_tokens / eos_token_id")
+        n_docs_explicit = n_docs is not None
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        generation_config = common.resolve_generation_config(self, generation_config, kwargs)
+        options = decoding.DecodingOptions.from_generation_config(generation_config, self.config.generator)
+
+        context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = common.context_for_generate(
+            self.rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores, n_docs,
+            n_docs_explicit)
+        if doc_scores is None:
+            from rag_core.arguments import RagInputError
+
+            raise RagInputError("`doc_scores` are required with `context_input_ids` (shape (batch_size, n_docs))")
+
+        extra = tuple(logits_processor or ())
+        factory = lambda: common.make_decode_function(  # noqa: E731
+            self.generator, options, n_docs, True, jit_compile, prefix_allowed_tokens_fn, extra)
+        if prefix_allowed_tokens_fn is None and not extra:
+            decode = common.cached_decode_function(self, ("token", options, n_docs, jit_compile), factory)
+        else:
+            decode = factory()
+        result = decoding.finalize(decode(context_input_ids, context_attention_mask, doc_scores), options)
+        return self._generate_output(result, options, doc_scores, doc_ids, output_provenance)
+
+    def _generate_output(self, result, options, doc_scores, doc_ids, output_provenance):
+        sequences = result["sequences"]
+        if output_provenance:
+            repeat = options.num_return_sequences
+            ids = None if doc_ids is None else np.repeat(np.asarray(doc_ids), repeat, axis=0)
+            return RetrievAugGenerateOutput(
+                sequences=sequences,
+                doc_ids=ids,
+                doc_scores=tf.repeat(doc_scores, repeat, axis=0),
+                doc_titles=common.doc_titles(self.retriever, ids),
+                sequences_scores=result.get("sequences_scores"),
+                scores=result.get("scores"),
+            )
+        if not options.return_dict_in_generate:
+            return sequences
+        if options.num_beams > 1:
+            return TFBeamSearchEncoderDecoderOutput(sequences=sequences, sequences_scores=result["sequences_scores"],
+                                                    scores=result.get("scores"))
+        return TFGreedySearchEncoderDecoderOutput(sequences=sequences, scores=result.get("scores"))
+
+    def get_nll(self, seq_logits, doc_scores, target, reduce_loss=False, epsilon=0.0, exclude_bos_score=False,
+                n_docs=None):
+        """RAG-Token loss of `target` (the labels; shifted left here). `(B,)`, or `()` with `reduce_loss`."""
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        pad = self.config.generator.pad_token_id
+        return losses.token_nll(
+            seq_logits, doc_scores, losses.shift_targets_left(target, pad), n_docs=n_docs, pad_token_id=pad,
+            bos_token_id=resolve_bos_token_id(self.config), reduce_loss=reduce_loss, epsilon=epsilon,
+            exclude_bos_score=exclude_bos_score)
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.built = True
+        with tf.name_scope(self.rag.name):
+            self.rag.build(None)
