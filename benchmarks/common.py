@@ -15,6 +15,18 @@ Ratios are speed-ups: original time / our time (so > 1 means ours is faster, and
 means "at least 5x faster"). With `items=` a case also reports throughput (items per second),
 e.g. generated tokens or training passages.
 
+What `run_all` passes to a suite's `run()` (only the keywords its signature accepts):
+
+- `quick`: fewer repeats (`repeats_for(quick)`) and smaller sizes, for a smoke run;
+- `size="base"` (with `d_model=768, layers=6`): the base-size model case; the default is the issue's
+  small BART (`d_model` 256, 2+2 layers); a suite without a `size` / `d_model` parameter is reported
+  as lacking the base-size case;
+- `device`, `precision` (bench_pt only, `--device cuda`): `resolve_device(device)`, move models and
+  inputs with `to_device`, run the timed calls under `autocast(device, precision)`, pass
+  `sync=device_sync(device)` to `compare` / `measure`, and give `items=` (generated tokens, or
+  training passages = batch x n_docs) so that the table shows tokens/s and passages/s. faiss stays
+  on the CPU.
+
 This module imports neither torch nor tensorflow at import time; the device helpers import torch
 only when called.
 """
@@ -41,8 +53,21 @@ QUICK_REPEATS = 2
 MIN_REPEATS = 2  # a median of at least this many calls, whatever the budget
 
 
+# run_all may cap the repeats and the per-case budget of a whole suite process (e.g. the base-size
+# models, whose calls are ten times longer) without the suite knowing: these variables do it.
+MAX_REPEATS_ENV = "RAG_BENCH_MAX_REPEATS"
+MAX_BUDGET_ENV = "RAG_BENCH_MAX_BUDGET_S"
+
+
+def _env_number(name: str) -> Optional[float]:
+    value = os.environ.get(name)
+    return float(value) if value else None
+
+
 def repeats_for(quick: bool) -> int:
-    return QUICK_REPEATS if quick else REPEATS
+    repeats = QUICK_REPEATS if quick else REPEATS
+    cap = _env_number(MAX_REPEATS_ENV)
+    return max(1, min(repeats, int(cap))) if cap else repeats
 
 
 # === Timing ===
@@ -98,6 +123,8 @@ def measure(
     asynchronous device work is inside the measured interval.
     """
     repeats = repeats_for(quick) if repeats is None else repeats
+    cap = _env_number(MAX_REPEATS_ENV)
+    repeats = max(1, min(repeats, int(cap))) if cap else repeats
     warm = [_timed(fn, sync) for _ in range(warmup)]
     return Measurement([_timed(fn, sync) for _ in range(max(1, repeats))], warmup=warmup, warmup_s=warm)
 
@@ -119,6 +146,11 @@ def compare(
     seconds, judged from the warm-up calls. `original=None` times ours alone.
     """
     repeats = repeats_for(quick) if repeats is None else repeats
+    cap = _env_number(MAX_REPEATS_ENV)
+    repeats = max(1, min(repeats, int(cap))) if cap else repeats
+    cap_budget = _env_number(MAX_BUDGET_ENV)
+    if cap_budget:
+        budget_s = cap_budget if budget_s is None else min(budget_s, cap_budget)
     warm_ours = [_timed(ours, sync) for _ in range(warmup)]
     warm_orig = [_timed(original, sync) for _ in range(warmup)] if original is not None else []
     if budget_s is not None and warm_ours:
@@ -153,6 +185,7 @@ def case(
     items: Optional[float] = None,
     items_unit: Optional[str] = None,
     note: Optional[str] = None,
+    _partial: bool = True,
     **extra,
 ) -> dict:
     """One row of the results table.
@@ -183,14 +216,35 @@ def case(
         row["original_times"] = original.to_dict()
     if extra:
         row["extra"] = extra
-    return row
+    return _record(row, _partial)
 
 
 def failed_case(name: str, error: BaseException | str, target: Optional[float] = None) -> dict:
     """A row for a case that could not run; the table shows the error instead of numbers."""
-    row = case(name, None, None, target=target)
+    row = case(name, None, None, target=target, _partial=False)
     row["error"] = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return _record(row)
+
+
+# run_all sets this to a file per suite process: every row is appended as it is made, so that a
+# suite stopped by its timeout still reports the cases it finished.
+PARTIAL_ENV = "RAG_BENCH_PARTIAL"
+
+
+def _record(row: dict, partial: bool = True, table: str = "cases") -> dict:
+    path = os.environ.get(PARTIAL_ENV)
+    if path and partial:
+        import json
+
+        line = {k: v for k, v in row.items() if not k.endswith("_times")}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"table": table, "row": line}, default=str) + "\n")
     return row
+
+
+def record_row(table: str, row: dict) -> dict:
+    """Keep a finished row of a suite's own table (e.g. `"memory"`) in case the suite is stopped later."""
+    return _record(row, table=table)
 
 
 def suite_result(

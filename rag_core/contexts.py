@@ -97,8 +97,8 @@ class ContextAssembler:
         max_combined_length: int,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ):
-        if generator_tokenizer is None or question_encoder_tokenizer is None:
-            raise ValueError("ContextAssembler needs both the question encoder's and the generator's tokenizer")
+        if generator_tokenizer is None:
+            raise ValueError("ContextAssembler needs the generator's tokenizer")
         self.question_encoder_tokenizer = question_encoder_tokenizer
         self.generator_tokenizer = generator_tokenizer
         self.title_sep = title_sep
@@ -111,6 +111,7 @@ class ContextAssembler:
         self._cache: dict[Optional[str], dict[int, tuple]] = {}
         self._template: Optional[tuple[list[int], list[int]]] = None
         self._exact: Optional[bool] = None
+        self._fingerprint: Optional[str] = None
 
     @classmethod
     def from_config(cls, config, question_encoder_tokenizer, generator_tokenizer, **kwargs) -> "ContextAssembler":
@@ -167,6 +168,13 @@ class ContextAssembler:
                     return False
         return True
 
+    @property
+    def piece_fingerprint(self) -> str:
+        """Identifies the passage pieces this assembler makes (tokenizer and title_sep): stored ids must match it."""
+        if self._fingerprint is None:
+            self._fingerprint = tokenizer_fingerprint(self.generator_tokenizer, extra=self.title_sep)
+        return self._fingerprint
+
     def _join(self, ids1: np.ndarray, ids2: np.ndarray, max_length: int) -> np.ndarray:
         head, tail = self._template
         budget = max_length - len(head) - len(tail)
@@ -184,6 +192,8 @@ class ContextAssembler:
     # --- pieces ---
     def decode_questions(self, question_input_ids: Any) -> list[str]:
         """The question strings, decoded with the question encoder's tokenizer (special tokens dropped)."""
+        if self.question_encoder_tokenizer is None:
+            raise ContextInputError("this ContextAssembler has no question encoder tokenizer to decode questions with")
         if hasattr(question_input_ids, "detach") or type(question_input_ids).__module__.startswith("tensorflow"):
             raise ContextInputError("question_input_ids must be a numpy array or lists of ints, not a framework tensor")
         if isinstance(question_input_ids, np.ndarray):
@@ -212,10 +222,15 @@ class ContextAssembler:
                 pieces[i] = (None, strings[i])
         return pieces
 
-    def cached_passages(self, doc_ids: np.ndarray, prefix: Optional[str], fetch: Callable) -> list[tuple]:
+    def cached_passages(
+        self, doc_ids: np.ndarray, prefix: Optional[str], fetch: Callable, fetch_stored: Optional[Callable] = None
+    ) -> list[tuple]:
         """Pieces of passages by id, tokenized on first use; `fetch(ids) -> (titles, texts)` reads misses.
 
-        Ids < 0 (missing neighbours) are the empty passage and are never fetched.
+        `fetch_stored(ids) -> [ids array or None]` reads pieces stored beside the passages at index
+        time (see `rag_core.build_index`); used for the default prefix only, and only when the
+        caller checked that they were made by this tokenizer. Ids < 0 (missing neighbours) are the
+        empty passage and are never fetched.
         """
         cache = self._cache.setdefault(prefix, {})
         keys = [int(k) for k in np.asarray(doc_ids).reshape(-1)]
@@ -226,13 +241,23 @@ class ContextAssembler:
                 found[k] = piece
         missing = sorted(set(keys) - found.keys())
         if missing:
-            real = [k for k in missing if k >= 0]
+            pieces = {}
+            if fetch_stored is not None and not prefix and self.exact:
+                real = [k for k in missing if k >= 0]
+                if real:
+                    for k, ids in zip(real, fetch_stored(np.asarray(real, dtype=np.int64))):
+                        if ids is not None:
+                            pieces[k] = (ids, None)
+            rest = [k for k in missing if k not in pieces]
+            real = [k for k in rest if k >= 0]
             titles, texts = fetch(np.asarray(real, dtype=np.int64)) if real else ([], [])
             by_key = dict(zip(real, zip(titles, texts)))
             empty = ("", "")
-            pieces = self.encode_passages(
-                [by_key.get(k, empty)[0] for k in missing], [by_key.get(k, empty)[1] for k in missing], prefix
+            encoded = self.encode_passages(
+                [by_key.get(k, empty)[0] for k in rest], [by_key.get(k, empty)[1] for k in rest], prefix
             )
+            pieces.update(zip(rest, encoded))
+            pieces = [pieces[k] for k in missing]
             found.update(zip(missing, pieces))
             if len(cache) + len(missing) > self.cache_size:
                 cache = self._cache[prefix] = {}
@@ -285,6 +310,31 @@ class ContextAssembler:
             self.generator_tokenizer.pad_token_id,
             self.generator_tokenizer.padding_side,
         )
+
+
+def tokenizer_fingerprint(tokenizer, extra: str = "") -> str:
+    """A hash of everything that decides a tokenizer's ids (its full definition and special tokens)."""
+    import hashlib
+
+    digest = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:  # slow tokenizers: the vocabulary and the special tokens
+        digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    digest.update(repr(sorted(getattr(tokenizer, "special_tokens_map", {}).items())).encode())
+    digest.update(extra.encode())
+    return digest.hexdigest()
+
+
+def stored_passage_ids(generator_tokenizer, titles: Sequence[str], texts: Sequence[str], title_sep: str = " / "):
+    """Passage pieces to store beside the passages: int32 ids per passage, None where not joinable.
+
+    Returns (pieces, fingerprint); a retriever uses them only when its fingerprint is the same.
+    """
+    assembler = ContextAssembler(None, generator_tokenizer, title_sep, " // ", 512)
+    pieces = assembler.encode_passages(titles, texts, None)
+    return [None if ids is None else ids.astype(np.int32) for ids, _ in pieces], assembler.piece_fingerprint
 
 
 def pad_rows(rows: Sequence[np.ndarray], pad_id: int, side: str = "right") -> tuple[np.ndarray, np.ndarray]:

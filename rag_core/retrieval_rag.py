@@ -65,6 +65,7 @@ class RagRetriever:
         self.contexts = ContextAssembler.from_config(config, question_encoder_tokenizer, generator_tokenizer)
         self.ctx_encoder_tokenizer = None
         self.return_tokenized_docs = False
+        self._stored_ids_for, self._stored_ids_usable = None, False
         # === Index ===
         self._index = index if index is not None else index_from_config(config)
         if init_retrieval:
@@ -151,12 +152,13 @@ class RagRetriever:
                 faiss.write_index(index.faiss_index, tmp)
             config.passages_path, config.index_path = passages_path, index_path
         config.save_pretrained(save_directory)
-        tokenizer = RagTokenizer(question_encoder=self.question_encoder_tokenizer, generator=self.generator_tokenizer)
-        for sub in (RagTokenizer.QUESTION_ENCODER_SUBFOLDER, RagTokenizer.GENERATOR_SUBFOLDER):
+        # RagTokenizer's layout, each folder replaced whole (never half old, half new)
+        for sub, tokenizer in (
+            (RagTokenizer.QUESTION_ENCODER_SUBFOLDER, self.question_encoder_tokenizer),
+            (RagTokenizer.GENERATOR_SUBFOLDER, self.generator_tokenizer),
+        ):
             with atomic_directory(os.path.join(save_directory, sub), overwrite=True) as tmp:
-                part = self.question_encoder_tokenizer if sub == RagTokenizer.QUESTION_ENCODER_SUBFOLDER else self.generator_tokenizer
-                part.save_pretrained(tmp)
-        del tokenizer
+                tokenizer.save_pretrained(tmp)
 
     # === Retrieval ===
     def _check(self, question_hidden_states: Any, n_docs: Any) -> tuple[np.ndarray, int]:
@@ -187,6 +189,17 @@ class RagRetriever:
         """End-to-end training: also return the retrieved passages tokenized for the context encoder."""
         self.ctx_encoder_tokenizer = ctx_encoder_tokenizer
         self.return_tokenized_docs = True
+
+    def _stored_ids_reader(self):
+        """The index's pre-tokenized passages when they were made by this generator tokenizer, else None."""
+        index = self._index
+        if not isinstance(index, DenseIndex) or not index.is_initialized():
+            return None
+        if self._stored_ids_for is not index:
+            fingerprint = index.stored_ids_fingerprint()
+            usable = fingerprint is not None and fingerprint == self.contexts.piece_fingerprint
+            self._stored_ids_for, self._stored_ids_usable = index, usable
+        return index.get_stored_ids if self._stored_ids_usable else None
 
     def _fetch(self, doc_ids: np.ndarray) -> tuple[list[str], list[str]]:
         if isinstance(self._index, DenseIndex):
@@ -228,7 +241,7 @@ class RagRetriever:
                 f"question_input_ids has {len(questions)} rows but question_hidden_states has {len(question_hidden_states)}"
             )
         doc_ids, doc_embeds = self._main_retrieve(question_hidden_states, n_docs)
-        pieces = self.contexts.cached_passages(doc_ids, prefix, self._fetch)
+        pieces = self.contexts.cached_passages(doc_ids, prefix, self._fetch, self._stored_ids_reader())
         context_input_ids, context_attention_mask = self.contexts.assemble(questions, pieces, n_docs)
         data = {
             "context_input_ids": context_input_ids,

@@ -94,12 +94,17 @@ class RagPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`, with two additions.
+        """transformers' `from_pretrained`, with three additions.
 
+        - `from_tf=True` loads a TensorFlow checkpoint (`tf_model.h5`) through `rag_pt.convert`.
         - `pytorch_model.bin` is only ever read with `torch.load(weights_only=True)` (no pickled code).
         - Loading a RAG-Token checkpoint into `RagSequenceForGeneration` (or the reverse) warns: the
           weights fit, but the model was trained for the other marginalisation.
         """
+        if kwargs.pop("from_tf", False):  # weight conversion (issue 5): convert tf_model.h5 through the table, then load
+            from .convert import from_tf_checkpoint
+
+            return from_tf_checkpoint(cls.from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
         if kwargs.get("weights_only", True) is not True:
             raise ValueError("weights_only=False is not supported: .bin checkpoints are read with weights_only=True")
         kwargs["weights_only"] = True

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 from transformers import PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
 
 from rag_core import RagConfig, RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 from rag_core.arguments import (
@@ -174,11 +175,12 @@ class RagSequenceForGeneration(_RagHead):
         check_num_return_sequences(num_return_sequences, n_docs * num_beams)
 
         # 1. Encode every context once; beam search on all B * N contexts at once.
-        encoder_outputs = self.generator.get_encoder()(
+        encoder_states = self.generator.get_encoder()(
             input_ids=context.context_input_ids, attention_mask=context.context_attention_mask, return_dict=True
-        )
+        ).last_hidden_state
         gen = self.generator.generate(
-            encoder_outputs=encoder_outputs,
+            # a fresh container: generate expands the tensors of the one it gets, in place
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
             attention_mask=context.context_attention_mask,
             num_beams=num_beams,
             num_return_sequences=num_beams,
@@ -205,7 +207,7 @@ class RagSequenceForGeneration(_RagHead):
             else:
                 scores = own
         else:
-            scores = self._rescore(candidates, unique, encoder_outputs.last_hidden_state, context, doc_logprobs)
+            scores = self._rescore(candidates, unique, encoder_states, context, doc_logprobs)
         scores = scores.masked_fill(~unique, float("-inf"))
 
         # 3. The best `num_return_sequences` per question (fewer unique candidates: pad rows, score -inf).

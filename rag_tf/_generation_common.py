@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 from transformers.modeling_tf_outputs import TFBaseModelOutput
 
-from rag_core.arguments import RagInputError, check_context_inputs
+from rag_core.arguments import check_context_inputs, check_generate_inputs
+from rag_core.arguments import doc_titles as _doc_titles
 
 from . import decoding, retrieval_bridge
 
@@ -28,12 +29,9 @@ def context_for_generate(rag, input_ids, attention_mask, context_input_ids, cont
                          n_docs: int, n_docs_explicit: bool):
     """Retrieve (when needed) and check the context. Returns (ctx ids, ctx mask, doc scores, doc ids, n_docs)."""
     doc_ids = None
+    check_generate_inputs(has_input_ids=input_ids is not None, has_context=context_input_ids is not None,
+                          has_retriever=rag.retriever is not None)
     if context_input_ids is None:
-        if rag.retriever is None:
-            check_context_inputs(n_docs=n_docs, context_input_ids_shape=None, context_attention_mask_shape=None,
-                                 doc_scores_shape=None)
-        if input_ids is None:
-            raise RagInputError("generate needs `input_ids` (questions) or `context_input_ids`")
         input_ids = tf.convert_to_tensor(input_ids)
         vectors, _ = rag.encode_question(input_ids, attention_mask)
         retrieved = retrieval_bridge.retrieve(rag.retriever, input_ids, vectors, prefix=rag.generator.config.prefix,
@@ -45,7 +43,9 @@ def context_for_generate(rag, input_ids, attention_mask, context_input_ids, cont
     else:
         context_input_ids = tf.convert_to_tensor(context_input_ids)
         if context_attention_mask is None:
-            context_attention_mask = tf.ones_like(context_input_ids)
+            context_attention_mask = tf.cast(
+                tf.not_equal(context_input_ids, tf.cast(rag.config.generator.pad_token_id, context_input_ids.dtype)),
+                tf.int32)
         context_attention_mask = tf.convert_to_tensor(context_attention_mask)
         if doc_scores is not None:
             doc_scores = tf.convert_to_tensor(doc_scores)
@@ -90,16 +90,9 @@ def cached_decode_function(model, key: tuple, factory):
     return cache[key]
 
 
-def doc_titles(retriever, doc_ids: Optional[np.ndarray]) -> Optional[list]:
+def doc_titles(retriever, doc_ids) -> Optional[list]:
     """Per row of `doc_ids (rows, N)`: the N passage titles (None for an empty slot), via the index."""
-    if retriever is None or doc_ids is None:
-        return None
-    dicts = retriever.index.get_doc_dicts(np.asarray(doc_ids))
-    titles = []
-    for row, doc in zip(np.asarray(doc_ids), dicts):
-        row_titles = list(doc["title"]) if isinstance(doc, dict) and "title" in doc else [None] * len(row)
-        titles.append([t if i >= 0 else None for t, i in zip(row_titles, row)])
-    return titles
+    return _doc_titles(retriever, None if doc_ids is None else np.asarray(doc_ids))
 
 
 def encoder_output(hidden) -> TFBaseModelOutput:

@@ -13,11 +13,15 @@ from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugLMOutput
 
 from . import retrieval_bridge
-from .rag_pretrained_model import TFRagPreTrainedModel
+from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
 
 
-def _static_shape(tensor) -> Optional[tuple]:
-    return None if tensor is None else tuple(tf.TensorShape(getattr(tensor, "shape", None)).as_list())
+def _static_shape(tensor, rank: int = 2) -> Optional[tuple]:
+    """The static shape (None for unknown dimensions); an unknown rank reads as `rank` unknowns."""
+    if tensor is None:
+        return None
+    shape = tf.TensorShape(getattr(tensor, "shape", None))
+    return tuple(shape.as_list()) if shape.rank is not None else (None,) * rank
 
 
 def _build_generator(config: PretrainedConfig, load_weight_prefix: str) -> TFPreTrainedModel:
@@ -111,6 +115,7 @@ class TFRagModel(TFRagPreTrainedModel):
                 tf.reduce_sum(mask, axis=1, keepdims=True), 1e-9)
         return vectors, outputs
 
+    @unpack_mapping_input
     def call(
         self,
         input_ids=None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, Mapping, Optional
 
 import tensorflow as tf
@@ -15,6 +17,21 @@ def _split_prefixed_kwargs(kwargs: dict, prefix: str) -> dict:
     """Pop the `prefix*` keys of `kwargs` and return them without the prefix."""
     taken = {key[len(prefix):]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}
     return taken
+
+
+def unpack_mapping_input(call):
+    """Let `call` take its inputs as one mapping in the first argument (`model({"input_ids": ...})`),
+    as Keras does when it traces a model from its save spec and as transformers' TF models allow."""
+
+    @functools.wraps(call)
+    def wrapper(self, input_ids=None, *args, **kwargs):
+        if isinstance(input_ids, Mapping):
+            kwargs = {**dict(input_ids), **kwargs}
+            input_ids = kwargs.pop("input_ids", None)
+        return call(self, input_ids, *args, **kwargs)
+
+    wrapper.__signature__ = inspect.signature(call)
+    return wrapper
 
 
 class TFRagPreTrainedModel(TFPreTrainedModel):
@@ -91,6 +108,28 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
                 question_encoder.config, generator.config, **kwargs
             )
         return cls(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' `from_pretrained`; `from_pt=True` loads a PyTorch checkpoint (`model.safetensors`
+        or `pytorch_model.bin`) through `rag_tf.convert`, without torch."""
+        if kwargs.pop("from_pt", False):  # weight conversion (issue 5): convert through the table, then load
+            from .convert import from_pt_checkpoint
+
+            return from_pt_checkpoint(cls.from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @property
+    def input_signature(self) -> dict:
+        """The serving inputs: a forward pass given context (no retriever inside a SavedModel).
+        Keras traces this when the model is saved; see `tests/tf/test_graph_keras.py` for an export."""
+        ids = tf.TensorSpec([None, None], tf.int32)
+        return {
+            "context_input_ids": ids,
+            "context_attention_mask": ids,
+            "doc_scores": tf.TensorSpec([None, None], tf.float32),
+            "decoder_input_ids": ids,
+        }
 
     def __call__(self, *args, **kwargs):
         # Keras insists on the first `call` argument; RAG's first (`input_ids`) is optional when

@@ -7,17 +7,23 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from rag_core.arguments import RagInputError, check_labels, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.arguments import (
+    RagInputError,
+    check_labels,
+    check_num_return_sequences,
+    generator_max_positions,
+    resolve,
+    resolve_bos_token_id,
+    resolve_n_docs,
+    resolve_rescore,
+)
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
 from . import _generation_common as common
 from . import decoding, losses
 from .rag_model import TFRagModel
-from .rag_pretrained_model import TFRagPreTrainedModel
-
-RESCORE_MODES = ("thorough", "fast")
-
+from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
 
 class TFRagSequenceForGeneration(TFRagPreTrainedModel):
     """RAG-Sequence: p(y|x) = sum_z p(z|x) prod_t p(y_t|x,z,y_<t).
@@ -64,6 +70,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
     def question_encoder(self):
         return self.rag.question_encoder
 
+    @unpack_mapping_input
     def call(
         self,
         input_ids=None,
@@ -89,7 +96,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
         if labels is not None:
-            check_labels(tuple(labels.shape), _max_positions(self.config.generator))
+            check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
             if decoder_input_ids is None:
                 decoder_input_ids = labels
             use_cache = False
@@ -170,23 +177,24 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         `no_repeat_ngram_size`, ...). Returns `(B * num_return_sequences, S)` ids, or with
         `output_provenance` a `rag_core.RetrievAugGenerateOutput` (passages of each output's question).
         """
-        if rescore not in RESCORE_MODES:
-            raise ValueError(f"rescore must be one of {RESCORE_MODES}, got {rescore!r}")
+        rescore = resolve_rescore(rescore)
         jit_compile = bool(model_kwargs.pop("jit_compile", False))
         n_docs_explicit = n_docs is not None
         n_docs = resolve_n_docs(n_docs, self.config.n_docs)
         do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
         num_return_sequences = resolve(num_return_sequences, self.config.num_return_sequences)
         num_beams = resolve(num_beams, self.config.num_beams)
-        if num_return_sequences > num_beams * n_docs:
-            raise ValueError(f"num_return_sequences ({num_return_sequences}) cannot exceed num_beams * n_docs "
-                             f"({num_beams} * {n_docs}) candidates")
+        for unsupported in ("return_dict_in_generate", "output_scores", "num_return_sequences"):
+            if model_kwargs.pop(unsupported, None):
+                raise ValueError(
+                    f"TFRagSequenceForGeneration.generate does not take {unsupported}; use output_provenance=True")
 
         context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = common.context_for_generate(
             self.rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores, n_docs,
             n_docs_explicit)
         if doc_scores is None:
             raise RagInputError("`doc_scores` are required with `context_input_ids` (shape (batch_size, n_docs))")
+        check_num_return_sequences(num_return_sequences, n_docs * num_beams)
 
         # 1. every (passage, question) pair through the generator's own decoding (beams per pair)
         generation_config = common.resolve_generation_config(
@@ -195,13 +203,16 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         decode = common.cached_decode_function(
             self, ("sequence", options, jit_compile),
             lambda: common.make_decode_function(self.generator, options, 1, False, jit_compile))
-        candidates = decoding.finalize(decode(context_input_ids, context_attention_mask, None), options)["sequences"]
+        generated = decoding.finalize(decode(context_input_ids, context_attention_mask, None), options)
 
         # 2. deduplicate and rescore, all examples at once
-        sequences, scores = self._rescore(candidates, context_input_ids, context_attention_mask, doc_scores, n_docs,
-                                          num_beams, do_deduplication, rescore)
-        top = tf.math.top_k(scores, k=num_return_sequences).indices  # (B, R)
-        output = tf.reshape(tf.gather(sequences, top, batch_dims=1), [-1, tf.shape(sequences)[-1]])
+        sequences, scores = self._rescore(generated, options, context_input_ids, context_attention_mask, doc_scores,
+                                          n_docs, num_beams, do_deduplication, rescore)
+        # 3. the best per question; fewer unique candidates than asked: pad rows with score -inf
+        top_scores, top = tf.math.top_k(scores, k=num_return_sequences)  # (B, R)
+        chosen = tf.gather(sequences, top, batch_dims=1)
+        chosen = tf.where(tf.math.is_inf(top_scores)[:, :, None], self.config.generator.pad_token_id, chosen)
+        output = tf.reshape(chosen, [-1, tf.shape(sequences)[-1]])
         if not output_provenance:
             return output
         ids = None if doc_ids is None else np.repeat(np.asarray(doc_ids), num_return_sequences, axis=0)
@@ -210,12 +221,13 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
             doc_ids=ids,
             doc_scores=tf.repeat(doc_scores, num_return_sequences, axis=0),
             doc_titles=common.doc_titles(self.retriever, ids),
-            sequences_scores=tf.reshape(tf.gather(scores, top, batch_dims=1), [-1]),
+            sequences_scores=tf.reshape(top_scores, [-1]),
         )
 
-    def _rescore(self, candidates, context_input_ids, context_attention_mask, doc_scores, n_docs, num_beams,
+    def _rescore(self, generated, options, context_input_ids, context_attention_mask, doc_scores, n_docs, num_beams,
                  do_deduplication, rescore):
         """Candidates `(B*N*K, S)` -> (`(B, C, S)` unique candidates, `(B, C)` log p(y|x); -inf = no candidate)."""
+        candidates = generated["sequences"]
         length = tf.shape(candidates)[1]
         per_example = n_docs * num_beams
         cands = tf.reshape(candidates, [-1, per_example, length])  # (B, NK, S): (passage, beam) order
@@ -226,16 +238,23 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         duplicate = tf.reduce_any(same & earlier[None], axis=2) if do_deduplication else tf.zeros(
             [batch, per_example], tf.bool)
         doc_logprobs = tf.nn.log_softmax(doc_scores, axis=1)  # (B, N)
-        encoder = self.generator.get_encoder()
-        hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask, return_dict=True,
-                         training=False).last_hidden_state  # (B*N, L, H)
+
+        def encoder_states():  # (B*N, L, H): the generator's encoder once per context
+            return self.generator.get_encoder()(input_ids=context_input_ids, attention_mask=context_attention_mask,
+                                                return_dict=True, training=False).last_hidden_state
 
         if rescore == "fast":
-            # log p(y|x) ~ logsumexp over the passages that produced y of log p(z|x) + log p(y|x,z)
-            rows = tf.repeat(tf.range(batch * n_docs), num_beams)  # candidate -> its own context row
-            own = self._sequence_logliks(tf.gather(hidden, rows), tf.gather(context_attention_mask, rows),
-                                         candidates, tf.reshape(tf.repeat(tf.range(batch), per_example), [-1]), batch)
-            own = tf.reshape(own, [batch, per_example]) + tf.repeat(doc_logprobs, num_beams, axis=1)
+            # the paper's fast decoding: log p(y|x) ~ logsumexp over the passages that produced y of
+            # log p(z|x) + log p(y|x,z): the beam's score with its length normalisation undone (as
+            # rag_pt); greedy keeps no score, so the path is scored under its own passage.
+            if "sequences_scores" in generated:
+                own = self._beam_logprob_sums(generated, options, candidates)
+            else:
+                rows = tf.range(batch * n_docs)
+                own = self._sequence_logliks(encoder_states(), context_attention_mask, candidates, rows, batch * n_docs,
+                                             exclude_bos=False)
+            own = tf.reshape(own, [batch, per_example])
+            own = own + tf.repeat(doc_logprobs, num_beams, axis=1)
             if do_deduplication:
                 scores = tf.reduce_logsumexp(tf.where(same, own[:, None, :], float("-inf")), axis=2)
             else:
@@ -253,14 +272,24 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         labels = tf.reshape(cands, [-1, length])  # (B*C, S)
         example = tf.repeat(tf.range(batch), width)  # (B*C,)
         rows = tf.reshape(example[:, None] * n_docs + tf.range(n_docs)[None, :], [-1])  # (B*C*N,)
-        logliks = self._sequence_logliks(tf.gather(hidden, rows), tf.gather(context_attention_mask, rows),
+        logliks = self._sequence_logliks(tf.gather(encoder_states(), rows), tf.gather(context_attention_mask, rows),
                                          tf.repeat(labels, n_docs, axis=0), tf.repeat(example, n_docs), batch,
                                          valid=tf.repeat(tf.reshape(keep, [-1]), n_docs))
         logliks = tf.reshape(logliks, [batch, width, n_docs]) + doc_logprobs[:, None, :]
         scores = tf.where(keep, tf.reduce_logsumexp(logliks, axis=2), float("-inf"))
         return cands, scores
 
-    def _sequence_logliks(self, hidden, encoder_mask, labels, example, batch, valid=None):
+    @staticmethod
+    def _beam_logprob_sums(generated, options, sequences):
+        """Sum of the beam's token log-probs: `sequences_scores * generated_length ** length_penalty`."""
+        body = sequences[:, 1:]
+        is_eos = decoding._isin(body, options.eos_token_ids)
+        first_eos = tf.argmax(tf.cast(is_eos, tf.int32), axis=1, output_type=tf.int32) + 1
+        non_pad = tf.reduce_sum(tf.cast(tf.not_equal(body, options.pad_token_id), tf.int32), axis=1)
+        lengths = tf.where(tf.reduce_any(is_eos, axis=1), first_eos, non_pad)
+        return generated["sequences_scores"] * tf.cast(lengths, tf.float32) ** options.length_penalty
+
+    def _sequence_logliks(self, hidden, encoder_mask, labels, example, batch, valid=None, exclude_bos=True):
         """Per row: sum_t log p(target_t | ...) with `exclude_bos_score` semantics per question
         (the first token is dropped when every candidate of that question starts with BOS, as the
         original's per-question rescoring does)."""
@@ -273,7 +302,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         token_lp = tf.gather(logits, target, batch_dims=2) - tf.reduce_logsumexp(logits, axis=-1)
         weights = tf.cast(tf.not_equal(target, pad), tf.float32)
         bos = resolve_bos_token_id(self.config)
-        if bos is not None:
+        if bos is not None and exclude_bos:
             starts_bos = tf.equal(target[:, 0], bos)
             if valid is not None:
                 starts_bos = starts_bos | ~valid
@@ -289,9 +318,3 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         with tf.name_scope(self.rag.name):
             self.rag.build(None)
 
-
-def _max_positions(generator_config) -> Optional[int]:
-    """BART-like generators have learned positions (a hard limit on label length); T5 does not."""
-    if generator_config.model_type == "t5":
-        return None
-    return getattr(generator_config, "max_position_embeddings", None)

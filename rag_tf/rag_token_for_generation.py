@@ -8,15 +8,14 @@ import numpy as np
 import tensorflow as tf
 from transformers.generation.tf_utils import TFBeamSearchEncoderDecoderOutput, TFGreedySearchEncoderDecoderOutput
 
-from rag_core.arguments import check_labels, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.arguments import check_labels, generator_max_positions, resolve, resolve_bos_token_id, resolve_n_docs
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
 from . import _generation_common as common
 from . import decoding, losses
 from .rag_model import TFRagModel
-from .rag_pretrained_model import TFRagPreTrainedModel
-from .rag_sequence_for_generation import _max_positions
+from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
 
 
 class TFRagTokenForGeneration(TFRagPreTrainedModel):
@@ -68,6 +67,7 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
         n_docs = resolve_n_docs(n_docs, self.config.n_docs)
         return losses.marginalize_token_logprobs(seq_logits, doc_scores, n_docs)
 
+    @unpack_mapping_input
     def call(
         self,
         input_ids=None,
@@ -93,7 +93,7 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
         do_marginalize = resolve(do_marginalize, self.config.do_marginalize)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
         if labels is not None:
-            check_labels(tuple(labels.shape), _max_positions(self.config.generator))
+            check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
             if decoder_input_ids is None:
                 decoder_input_ids = labels
             use_cache = False

@@ -291,6 +291,15 @@ class DenseIndex(Index):
         self._require_initialized()
         return self._passages.passages(np.asarray(rows, dtype=np.int64))
 
+    def stored_ids_fingerprint(self) -> Optional[str]:
+        """Fingerprint of the pre-tokenized passage pieces stored with the passages, None if there are none."""
+        return None
+
+    def get_stored_ids(self, doc_ids: np.ndarray) -> list:
+        """Stored passage pieces of doc ids (>= 0), None per passage without one."""
+        self._require_initialized()
+        return self._passages.stored_ids(self._doc_ids_to_rows(np.asarray(doc_ids, dtype=np.int64)))
+
     def set_search_parameters(self, hnsw_ef_search: Optional[int] = None, ivf_nprobe: Optional[int] = None) -> dict:
         """Change efSearch / nprobe of a loaded index. Do not call while other threads search."""
         self.hnsw_ef_search, self.ivf_nprobe = hnsw_ef_search, ivf_nprobe

@@ -50,6 +50,7 @@ class CanonicalIndex(DenseIndex):
         hnsw_ef_search: Optional[int] = None,
         ivf_nprobe: Optional[int] = None,
         rerank_k_factor: Optional[int] = None,
+        cache_dir: Optional[str] = None,
     ):
         super().__init__(vector_size, hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe, rerank_k_factor=rerank_k_factor)
         if index_name not in INDEX_FILES:
@@ -79,6 +80,7 @@ class CanonicalIndex(DenseIndex):
         if not os.path.isfile(index_path):
             raise IndexNotFoundError(f"index_path {index_path!r} (the {index_name!r} wiki_dpr faiss index) does not exist")
         self.dataset_path, self.index_path = dataset_path, index_path
+        self.cache_dir = cache_dir  # where datasets writes the Arrow cache of Parquet shards
 
     def _load(self):
         if os.path.isfile(os.path.join(self.dataset_path, "state.json")):
@@ -95,7 +97,7 @@ class CanonicalIndex(DenseIndex):
             import datasets
 
             try:
-                dataset = datasets.load_dataset("parquet", data_files=shards, split="train")
+                dataset = datasets.Dataset.from_parquet(shards, cache_dir=self.cache_dir)
             except Exception as err:
                 raise IndexFormatError(f"wiki_dpr Parquet shards in {self.dataset_path!r} are unreadable: {err}") from None
             passages = PassageStore.from_dataset(dataset, source=f"wiki_dpr passages {self.dataset_path!r}")

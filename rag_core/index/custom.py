@@ -143,6 +143,12 @@ class CustomIndex(DenseIndex):
                 )
         return faiss_index, passages
 
+    def stored_ids_fingerprint(self) -> Optional[str]:
+        self._require_initialized()
+        if self.manifest is None or not self._passages.has_stored_ids:
+            return None
+        return (self.manifest.get("generator_ids") or {}).get("fingerprint")
+
     @property
     def dataset(self):
         """The passages as a `datasets.Dataset` (loaded on first use)."""

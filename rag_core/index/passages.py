@@ -17,6 +17,7 @@ import numpy as np
 from .base import IndexFormatError, IndexNotFoundError
 
 REQUIRED_COLUMNS = ("title", "text", "embeddings")
+STORED_IDS_COLUMN = "generator_input_ids"  # optional: pre-tokenized passage pieces (rag_core.contexts)
 
 
 def _embedding_chunks(column, source: str) -> tuple[list[np.ndarray], np.ndarray, int]:
@@ -82,6 +83,7 @@ class PassageStore:
         self._titles = table.column("title")
         self._texts = table.column("text")
         self.embedding_dim: Optional[int] = None
+        self._stored_ids = table.column(STORED_IDS_COLUMN) if STORED_IDS_COLUMN in columns else None
         if "embeddings" in columns:
             self._emb_chunks, self._emb_starts, self.embedding_dim = _embedding_chunks(table.column("embeddings"), source)
 
@@ -128,6 +130,20 @@ class PassageStore:
             for i, title, text in zip(np.flatnonzero(valid), _strings(self._titles.take(take)), _strings(self._texts.take(take))):
                 titles[i], texts[i] = title, text
         return titles, texts
+
+    @property
+    def has_stored_ids(self) -> bool:
+        return self._stored_ids is not None
+
+    def stored_ids(self, rows: np.ndarray) -> list:
+        """Stored generator ids of `rows` (>= 0): int64 arrays, None where none was stored."""
+        import pyarrow as pa
+
+        taken = self._stored_ids.take(pa.array(np.asarray(rows, dtype=np.int64))).combine_chunks()
+        valid = taken.is_valid().to_numpy(zero_copy_only=False)
+        offsets = taken.offsets.to_numpy()
+        values = taken.values.to_numpy(zero_copy_only=False).astype(np.int64)
+        return [values[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(taken))]
 
     def embeddings(self, rows: np.ndarray) -> np.ndarray:
         """Embeddings of `rows` (any shape) as float32 (*rows.shape, dim); row -1 gives zeros."""

@@ -72,7 +72,7 @@ def test_results_markdown_has_ratio_target_and_verdict_columns():
     assert "| RAG-Sequence generate beam 4 | 2.00 s | 5.20 s | 2.60x | >= 4x | **missed** |" in md
     assert "RAG-Token generate beam 4 — RuntimeError: boom" in md and "not run" in md
     assert "1 of 3 targets met." in md
-    assert "| ivfpq | 260 MiB | 200 MiB | 60 MiB | 0.086 | <= 1/8 of flat | met |" in md
+    assert "| ivfpq | 260 MiB | 200 MiB | 60 MiB | — | 0.086 | <= 1/8 of flat | met |" in md
     assert "## Missing" in md and "bench_tf.py does not exist yet" in md
 
 
@@ -85,3 +85,12 @@ def test_device_cuda_without_a_gpu_fails_with_a_clear_message():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--device cuda needs a CUDA GPU" in proc.stderr and "leave out --device" in proc.stderr
+
+
+def test_rows_are_recorded_as_they_are_made_so_a_timeout_keeps_them(tmp_path, monkeypatch):
+    partial = tmp_path / "partial.jsonl"
+    monkeypatch.setenv(common.PARTIAL_ENV, str(partial))
+    common.case("a", 1.0, 2.0, target=1.5)
+    common.failed_case("b", ValueError("bad"))
+    rows = [__import__("json").loads(line)["row"] for line in partial.read_text().splitlines()]
+    assert [(r["name"], r.get("error")) for r in rows] == [("a", None), ("b", "ValueError: bad")]

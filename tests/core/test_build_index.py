@@ -138,3 +138,28 @@ def test_command_builds_with_minilm_and_retrieves_the_right_passage(tmp_path, qu
     retriever = RagRetriever(config, question_encoder_tokenizer, bart_tokenizer)
     _, _, dicts = retriever.retrieve(vectors, 1)
     assert [d["title"][0] for d in dicts] == ["Berlin", "Nile"]
+
+
+def test_stored_generator_ids_replace_passage_tokenization(tmp_path, question_encoder_tokenizer, bart_tokenizer, t5_tokenizer):
+    from tests.harness.retrieval import QUESTIONS, tiny_question_ids
+
+    vectors = _embed([t for t, _ in PASSAGES])
+    tricky = PASSAGES[:-1] + [("Trailing", "ends with a space ")]  # not joinable: stored as null
+    out = build_index(tricky, tmp_path / "kb", embeddings=vectors, split=False, progress=False, generator_tokenizer=bart_tokenizer)
+    config = tiny_rag_config("dpr", "bart", passages_path=out, max_combined_length=200)
+    stored = RagRetriever(config, question_encoder_tokenizer, bart_tokenizer)
+    assert stored._stored_ids_reader() is not None
+    fetched = []
+    original_fetch = stored._fetch
+    stored._fetch = lambda ids: fetched.extend(ids.tolist()) or original_fetch(ids)
+    question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS[:2])
+    queries = vectors[[0, 11]]
+    a = stored(question_ids, queries, n_docs=len(PASSAGES))
+    assert fetched == [11]  # only the passage stored without ids was read as text
+    plain = RagRetriever(config, question_encoder_tokenizer, bart_tokenizer)
+    plain._stored_ids_for, plain._stored_ids_usable = plain.index, False  # force tokenization
+    b = plain(question_ids, queries, n_docs=len(PASSAGES))
+    np.testing.assert_array_equal(a["context_input_ids"], b["context_input_ids"])
+    np.testing.assert_array_equal(a["context_attention_mask"], b["context_attention_mask"])
+    other = RagRetriever(tiny_rag_config("dpr", "t5", passages_path=out), question_encoder_tokenizer, t5_tokenizer)
+    assert other._stored_ids_reader() is None  # another tokenizer: stored ids are ignored

@@ -93,6 +93,29 @@ def test_canonical_index_reads_local_wiki_dpr_files_with_configured_search(tmp_p
     assert index.get_doc_dicts(doc_ids[:2])[1]["title"] == ["T1"]
 
 
+def test_canonical_index_reads_parquet_shards(tmp_path):
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = tiny_embeddings()
+    folder = tmp_path / "wiki_dpr" / "data"
+    folder.mkdir(parents=True)
+    for shard, rows in enumerate((slice(0, 7), slice(7, None))):
+        table = pa.table({"id": [str(i) for i in range(len(PASSAGES))][rows], "text": [p[1] for p in PASSAGES][rows],
+                          "title": [p[0] for p in PASSAGES][rows], "embeddings": vectors[rows].tolist()})
+        pq.write_table(table, folder / f"train-0000{shard}-of-00002.parquet")
+    flat = faiss.IndexFlatIP(HIDDEN)
+    flat.add(vectors)
+    faiss.write_index(flat, str(tmp_path / "wiki_dpr" / INDEX_FILES["exact"][0].format(split="train")))
+    index = CanonicalIndex(HIDDEN, "exact", dataset_path=str(tmp_path / "wiki_dpr"), cache_dir=str(tmp_path / "cache"))
+    index.init_index()
+    doc_ids, embeds = index.get_top_docs(vectors[[2, 9]], 1)
+    np.testing.assert_array_equal(doc_ids[:, 0], [2, 9])
+    np.testing.assert_array_equal(embeds[:, 0], vectors[[2, 9]])
+    assert index.get_doc_dicts(doc_ids)[1]["title"] == [PASSAGES[9][0]]
+
+
 def test_canonical_index_never_downloads_and_names_missing_files(tmp_path):
     with pytest.raises(IndexNotFoundError, match="never downloads"):
         CanonicalIndex(HIDDEN, "exact")
@@ -200,7 +223,7 @@ def test_ivfpq_reranking_restores_exact_order(tmp_path):
     raw = CustomIndex(HIDDEN, out, rerank_k_factor=1)
     reranked.init_index()
     raw.init_index()
-    assert reranked.rerank_k_factor == 10
+    assert reranked.rerank_k_factor == 40
     queries = vectors[:40] + 0.05 * np.random.default_rng(0).standard_normal((40, HIDDEN)).astype(np.float32)
     exact = _exact_top(queries, vectors, 5)
     recall = lambda ids: np.mean([len(set(a) & set(b)) for a, b in zip(ids, exact)]) / 5  # noqa: E731

@@ -1,0 +1,232 @@
+"""Retrieval benchmark: ours vs transformers' RagRetriever, and the index kinds of `build_index`.
+
+Part 1 (`call`): both retrievers on the same `custom` index (passages saved with `datasets`, a flat
+inner-product faiss file), the same questions and vectors, in one process: median seconds per
+`__call__` after warm-up, and the ratio. "cold" batches retrieve passages never seen before (our
+passage cache misses: the ids stored by `build_index(generator_tokenizer=...)` are read instead);
+"warm" batches repeat (our cache hits, theirs has none); "tokenizing" is ours without stored ids.
+
+Part 2 (`kinds`): for N synthetic vectors (clustered, like real embeddings; uniform random
+vectors have no neighbourhood structure for any approximate index to exploit), each index kind:
+build seconds, queries/s (batches of `--batch`, through `CustomIndex.get_top_docs`, re-ranking
+included), recall@n_docs against flat search, and memory (bytes of the serialised faiss index;
+`ivfpq` re-ranks from the memory-mapped embeddings on disk, which are not counted).
+
+    python -m benchmarks.bench_retriever            # full size (20k passages, 200k vectors)
+    python -m benchmarks.bench_retriever --quick    # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _corpus_passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n passages of ~60-100 words drawn from Python's own language reference (no download)."""
+    from pydoc_data.topics import topics
+
+    words = " ".join(topics.values()).split()
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(words) - 120, size=n)
+    lengths = rng.integers(60, 100, size=n)
+    return [(f"Topic {i}", " ".join(words[s : s + k])) for i, (s, k) in enumerate(zip(starts, lengths))]
+
+
+def _median_seconds(fn, batches, warmup: int) -> float:
+    for batch in batches[:warmup]:
+        fn(*batch)
+    times = []
+    for batch in batches[warmup:]:
+        start = time.perf_counter()
+        fn(*batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_call(n_passages: int = 20_000, dim: int = 768, batch: int = 8, n_docs: int = 5, repeats: int = 20, warmup: int = 3) -> dict:
+    from transformers import RagConfig as HFRagConfig
+    from transformers import RagRetriever as HFRagRetriever
+
+    from rag_core import RagRetriever
+    from rag_core.build_index import build_index
+    from tests.harness.configs import tiny_rag_config
+    from tests.harness.tokenizers import bart_tokenizer, question_encoder_tokenizer
+
+    rng = np.random.default_rng(0)
+    passages = _corpus_passages(n_passages)
+    vectors = rng.standard_normal((n_passages, dim)).astype(np.float32)
+    q_tok, g_tok = question_encoder_tokenizer(), bart_tokenizer()
+    questions = ["what does the with statement do?", "how are exceptions raised?", "what is a generator function?",
+                 "how does import work?", "what is the global statement?", "which methods define comparison?",
+                 "what is a coroutine?", "how is a class created?"]
+    with tempfile.TemporaryDirectory() as folder:
+        # one custom index both read: flat inner product, passages with our stored generator ids
+        # (an extra column theirs ignores)
+        out = build_index(passages, os.path.join(folder, "kb"), embeddings=vectors, split=False, progress=False,
+                          generator_tokenizer=g_tok)
+        paths = {"passages_path": os.path.join(out, "passages"), "index_path": os.path.join(out, "index.faiss")}
+        config = tiny_rag_config("dpr", "bart", retrieval_vector_size=dim, retrieval_batch_size=batch, n_docs=n_docs,
+                                 max_combined_length=300, **paths)
+        ours = RagRetriever(config, q_tok, g_tok)
+        assert ours._stored_ids_reader() is not None
+        ours_tokenizing = RagRetriever(config, q_tok, g_tok)
+        ours_tokenizing._stored_ids_for, ours_tokenizing._stored_ids_usable = ours_tokenizing.index, False
+        theirs = HFRagRetriever(HFRagConfig(**config.to_dict()), q_tok, g_tok)
+        question_ids = q_tok([questions[i % len(questions)] for i in range(batch)], padding=True, return_tensors="np")["input_ids"]
+        cold = [(question_ids, rng.standard_normal((batch, dim)).astype(np.float32)) for _ in range(warmup + repeats)]
+        warm = cold[:warmup] * 2 + cold[warmup : warmup + max(3, repeats // 2)]
+
+        # the same outputs (theirs padded to max_combined_length): checked once before timing
+        a, b = ours(*cold[0]), theirs(*cold[0], return_tensors="np")
+        assert np.array_equal(a["doc_ids"], b["doc_ids"])
+        for row in range(len(a["context_input_ids"])):
+            assert a["context_input_ids"][row][a["context_attention_mask"][row] == 1].tolist() == \
+                b["context_input_ids"][row][b["context_attention_mask"][row] == 1].tolist()
+
+        result = {"passages": n_passages, "dim": dim, "batch": batch, "n_docs": n_docs}
+        result["theirs_s"] = _median_seconds(lambda q, v: theirs(q, v, return_tensors="np"), cold, warmup)
+        ours.contexts.clear_cache()
+        result["ours_cold_s"] = _median_seconds(lambda q, v: ours(q, v), cold, warmup)
+        result["ours_warm_s"] = _median_seconds(lambda q, v: ours(q, v), warm, warmup)
+        result["ours_tokenizing_cold_s"] = _median_seconds(lambda q, v: ours_tokenizing(q, v), cold, warmup)
+        result["ratio_cold"] = result["theirs_s"] / result["ours_cold_s"]
+        result["ratio_warm"] = result["theirs_s"] / result["ours_warm_s"]
+        result["ratio_tokenizing_cold"] = result["theirs_s"] / result["ours_tokenizing_cold_s"]
+    return result
+
+
+def _clustered(n: int, dim: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((max(1, n // 200), dim)).astype(np.float32)
+    data = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    picks = rng.choice(n, n_queries, replace=False)
+    queries = data[picks] + 0.3 * rng.standard_normal((n_queries, dim)).astype(np.float32)
+    return data, queries
+
+
+def bench_kinds(n_vectors: int = 200_000, dim: int = 768, n_queries: int = 1000, batch: int = 8, n_docs: int = 5,
+                kinds: tuple = ("flat", "hnsw", "hnsw_sq8", "ivfpq"), ef_construction: int = 200, ivf_nprobe: int = 16,
+                search_threads: int = 1) -> dict:
+    import faiss
+
+    from rag_core.build_index import _passages_dataset, make_faiss_index
+    from rag_core.index import CustomIndex
+
+    build_threads = os.cpu_count() or 1
+    data, queries = _clustered(n_vectors, dim, n_queries)
+    dataset = _passages_dataset([("", "")] * n_vectors, data)
+    truth = None
+    results = {}
+    for kind in kinds:
+        faiss.omp_set_num_threads(build_threads)
+        start = time.perf_counter()
+        index = make_faiss_index(data, kind, ef_construction=ef_construction)
+        build_s = time.perf_counter() - start
+        faiss.omp_set_num_threads(search_threads)
+        custom = CustomIndex.from_dataset(dataset, dim, faiss_index=index, ivf_nprobe=ivf_nprobe,
+                                          rerank_k_factor=40 if kind == "ivfpq" else None)
+        found = []
+        start = time.perf_counter()
+        for i in range(0, n_queries, batch):
+            found.append(custom.get_top_docs(queries[i : i + batch], n_docs)[0])
+        seconds = time.perf_counter() - start
+        found = np.concatenate(found)
+        if kind == "flat":
+            truth = found
+        recall = None if truth is None else float(np.mean([len(set(a) & set(b)) / n_docs for a, b in zip(found, truth)]))
+        results[kind] = {
+            "build_s": round(build_s, 2),
+            "queries_per_s": round(n_queries / seconds, 1),
+            f"recall@{n_docs}": recall,
+            "memory_bytes": int(faiss.serialize_index(index).size),
+            "search": {**custom.search_parameters, "rerank_k_factor": custom.rerank_k_factor or 1},
+        }
+        print(f"  {kind}: {results[kind]}", file=sys.stderr, flush=True)
+    flat = results.get("flat")
+    if flat:
+        for kind, r in results.items():
+            r["memory_vs_flat"] = round(r["memory_bytes"] / flat["memory_bytes"], 4)
+            r["speed_vs_flat"] = round(r["queries_per_s"] / flat["queries_per_s"], 2)
+    return {"vectors": n_vectors, "dim": dim, "queries": n_queries, "batch": batch, "ef_construction": ef_construction,
+            "build_threads": build_threads, "search_threads": search_threads, "kinds": results}
+
+
+def run(quick: bool = False, threads: int = 1, **sizes) -> dict:
+    """All numbers as a dict (for `make bench`); `quick` shrinks every size.
+
+    `threads`: faiss' OpenMP threads for both retrievers (1 by default: with batches of 8, OpenMP
+    mostly adds spin-waiting, badly so on a shared machine; measured 0.2 ms vs 22 ms per search).
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    if quick:
+        call = dict(n_passages=2000, dim=128, repeats=8)
+        kinds = dict(n_vectors=20_000, dim=128, n_queries=200)
+    else:
+        call = dict(n_passages=20_000, dim=768, repeats=20)
+        kinds = dict(n_vectors=200_000, dim=768, n_queries=1000)
+    call.update({k: v for k, v in sizes.items() if k in ("n_passages", "repeats") and v is not None})
+    kinds.update({k: v for k, v in sizes.items() if k in ("n_vectors", "n_queries") and v is not None})
+    if sizes.get("dim"):
+        call["dim"] = kinds["dim"] = sizes["dim"]
+    out = {}
+    if sizes.get("part") in (None, "call"):
+        out["call"] = bench_call(**call)
+    if sizes.get("part") in (None, "kinds"):
+        if sizes.get("ef_construction"):
+            kinds["ef_construction"] = sizes["ef_construction"]
+        out["kinds"] = bench_kinds(search_threads=threads, **kinds)
+    out["faiss_threads"] = threads
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", choices=("call", "kinds"), default=None)
+    parser.add_argument("--passages", type=int, dest="n_passages")
+    parser.add_argument("--vectors", type=int, dest="n_vectors")
+    parser.add_argument("--queries", type=int, dest="n_queries")
+    parser.add_argument("--dim", type=int)
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads for searching")
+    parser.add_argument("--ef-construction", type=int, default=None)
+    args = parser.parse_args(argv)
+    result = run(args.quick, threads=args.threads, n_passages=args.n_passages, n_vectors=args.n_vectors, n_queries=args.n_queries,
+                 dim=args.dim, repeats=args.repeats, part=args.part,
+                 ef_construction=args.ef_construction)
+    if "call" in result:
+        c = result["call"]
+        print(f"__call__ ({c['passages']} passages, {c['dim']}-dim, batch {c['batch']}, n_docs {c['n_docs']}): "
+              f"transformers {c['theirs_s'] * 1e3:.2f} ms, ours {c['ours_cold_s'] * 1e3:.2f} ms cold / "
+              f"{c['ours_warm_s'] * 1e3:.2f} ms warm -> {c['ratio_cold']:.1f}x cold, {c['ratio_warm']:.1f}x warm; "
+              f"without stored ids {c['ours_tokenizing_cold_s'] * 1e3:.2f} ms cold -> {c['ratio_tokenizing_cold']:.1f}x")
+    if "kinds" in result:
+        k = result["kinds"]
+        print(f"index kinds ({k['vectors']} x {k['dim']}-dim clustered vectors, batches of {k['batch']}):")
+        print(f"{'kind':10} {'build s':>8} {'q/s':>9} {'x flat':>7} {'recall':>7} {'MiB':>8} {'x flat':>7}")
+        for kind, r in k["kinds"].items():
+            recall = next(v for key, v in r.items() if key.startswith("recall"))
+            print(f"{kind:10} {r['build_s']:8.1f} {r['queries_per_s']:9.0f} {r.get('speed_vs_flat', 0):7.2f} "
+                  f"{recall:7.3f} {r['memory_bytes'] / 2**20:8.1f} {r.get('memory_vs_flat', 0):7.3f}")
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.exit(main())

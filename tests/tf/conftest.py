@@ -1,0 +1,26 @@
+"""Fixtures of the TensorFlow suite: one tiny model pair per head, built once per session (graph
+tracing dominates the suite's time, so models and their compiled functions are shared)."""
+
+import pytest
+
+from tests.tf import support
+
+
+@pytest.fixture(scope="session")
+def token_pair():
+    return support.build_pair("token")
+
+
+@pytest.fixture(scope="session")
+def sequence_pair():
+    return support.build_pair("sequence")
+
+
+@pytest.fixture(scope="session")
+def bart_contexts(bart_tokenizer):
+    return support.make_contexts(bart_tokenizer, batch_size=2, n_docs=3)
+
+
+@pytest.fixture(scope="session")
+def bart_labels(bart_tokenizer):
+    return support.make_labels(bart_tokenizer, ["Berlin", "the capital of France is Paris"])

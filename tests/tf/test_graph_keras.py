@@ -1,0 +1,127 @@
+"""Graph mode: `call` with retrieval inside `tf.function`, Keras fit/evaluate/predict (no
+run_eagerly), gradients to the question encoder, XLA decoding, SavedModel export."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from rag_core.arguments import INVALID_DOC_SCORE
+from rag_core.outputs import RetrievAugLMMarginOutput
+from tests.harness.retrieval import QUESTIONS
+from tests.tf import support
+
+ANSWERS = ["Moses", "Berlin", "William Shakespeare", "Africa"]
+
+
+@pytest.fixture(scope="module")
+def data(question_encoder_tokenizer, bart_tokenizer):
+    q = question_encoder_tokenizer(QUESTIONS, padding=True, return_tensors="np")
+    return {
+        "input_ids": q["input_ids"].astype(np.int32),
+        "attention_mask": q["attention_mask"].astype(np.int32),
+        "labels": support.make_labels(bart_tokenizer, ANSWERS),
+    }
+
+
+class HoleyRetriever:
+    """Wraps a retriever; its last slot comes back empty (doc id -1), as faiss does when short of hits."""
+
+    def __init__(self, retriever):
+        self.retriever, self.index = retriever, retriever.index
+
+    def __call__(self, *args, **kwargs):
+        out = dict(self.retriever(*args, **kwargs))
+        out["doc_ids"] = out["doc_ids"].copy()
+        out["doc_ids"][:, -1] = -1
+        return out
+
+
+def test_call_with_retrieval_inside_tf_function(tiny_retriever, data):
+    retriever = tiny_retriever("bart")
+    model = support.build_ours(support.make_config(), "sequence", retriever=HoleyRetriever(retriever))
+
+    @tf.function
+    def forward(input_ids, attention_mask, labels):
+        return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, output_retrieved=True)
+
+    out = forward(data["input_ids"], data["attention_mask"], data["labels"])
+    assert isinstance(out, RetrievAugLMMarginOutput)
+    assert out.context_input_ids.shape[0] == 4 * 3 and out.loss.shape == (4,)
+    # doc scores are the inner products of question and passage vectors; the empty slot is masked
+    q = out.question_encoder_last_hidden_state.numpy()
+    embeds = out.retrieved_doc_embeds.numpy()
+    expected = np.einsum("bd,bnd->bn", q, embeds)
+    expected[:, -1] = INVALID_DOC_SCORE
+    np.testing.assert_allclose(out.doc_scores.numpy(), expected, rtol=1e-5, atol=1e-4)
+    assert np.all(out.retrieved_doc_ids.numpy()[:, -1] == -1) and np.isfinite(out.loss.numpy()).all()
+    eager = model(**data)
+    np.testing.assert_allclose(eager.loss.numpy(), out.loss.numpy(), rtol=1e-5)
+
+
+def test_gradients_reach_the_question_encoder(tiny_retriever, data):
+    model = support.build_ours(support.make_config(), "token", retriever=tiny_retriever("bart"))
+
+    @tf.function
+    def grads(batch):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(**batch, training=True).loss)
+        return tape.gradient(loss, model.question_encoder.trainable_variables)
+
+    norms = [float(tf.norm(g)) for g in grads(data) if g is not None]
+    assert norms and max(norms) > 0.0
+
+
+@pytest.mark.parametrize("head", ["token", "sequence"])
+def test_keras_fit_evaluate_predict_in_graph_mode(head, tiny_retriever, data):
+    model = support.build_ours(support.make_config(), head, retriever=tiny_retriever("bart"))
+    model.compile(optimizer=tf_keras.optimizers.Adam(3e-3))
+    assert not model.run_eagerly
+    dataset = tf.data.Dataset.from_tensor_slices(data).batch(2)
+    history = model.fit(dataset, epochs=4, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0] * 0.9, losses
+    evaluated = model.evaluate(dataset, verbose=0, return_dict=True)
+    assert np.isfinite(evaluated["loss"]) and evaluated["loss"] < losses[0]
+    predicted = model.predict(dataset.map(lambda b: {k: b[k] for k in ("input_ids", "attention_mask")}), verbose=0)
+    assert predicted["doc_scores"].shape == (4, 3)
+
+
+def test_compile_with_a_loss_is_refused():
+    model = support.build_ours(support.make_config(), "token")
+    with pytest.raises(ValueError, match="compile without"):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=10), dict(num_beams=3, max_length=10,
+                                                                             no_repeat_ngram_size=2)])
+def test_xla_token_generate_equals_graph(kwargs, token_pair, bart_contexts):
+    ours = token_pair[0]
+    ctx = {k: tf.constant(v) for k, v in bart_contexts.items()}
+    graph = ours.generate(**ctx, **kwargs)
+    xla = ours.generate(**ctx, jit_compile=True, **kwargs)
+    np.testing.assert_array_equal(xla.numpy(), graph.numpy())
+
+
+def test_forward_exports_as_saved_model(token_pair, bart_contexts, bart_labels, tmp_path):
+    ours = token_pair[0]
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    class Serving(tf.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[spec, spec, tf.TensorSpec([None, None], tf.float32), spec])
+        def serve(self, context_input_ids, context_attention_mask, doc_scores, decoder_input_ids):
+            out = self.model(context_input_ids=context_input_ids, context_attention_mask=context_attention_mask,
+                             doc_scores=doc_scores, decoder_input_ids=decoder_input_ids, use_cache=False)
+            return {"logits": out.logits, "doc_scores": out.doc_scores}
+
+    module = Serving(ours)
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
+    loaded = tf.saved_model.load(str(tmp_path))
+    args = dict(bart_contexts, decoder_input_ids=bart_labels)
+    got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in args.items()})
+    want = ours(**{k: tf.constant(v) for k, v in args.items()}, use_cache=False)
+    np.testing.assert_allclose(got["logits"].numpy(), want.logits.numpy(), atol=1e-5)
