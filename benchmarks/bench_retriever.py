@@ -186,6 +186,7 @@ def run(quick: bool = False, threads: int = 1, **sizes) -> dict:
     out = {}
     if sizes.get("part") in (None, "call"):
         out["call"] = bench_call(**call)
+        print(f"  call: {out['call']}", file=sys.stderr, flush=True)
     if sizes.get("part") in (None, "kinds"):
         if sizes.get("ef_construction"):
             kinds["ef_construction"] = sizes["ef_construction"]

@@ -1,7 +1,7 @@
 """Run every benchmark suite and write one JSON file and one markdown table.
 
     python -m benchmarks.run_all                      # full CPU run: benchmarks/results.json + RESULTS.md
-    python -m benchmarks.run_all --quick              # a few minutes; writes under benchmarks/_work/
+    python -m benchmarks.run_all --quick              # small models only, fewer repeats; writes under benchmarks/_work/
     python -m benchmarks.run_all --only retriever,memory
     python -m benchmarks.run_all --device cuda        # PyTorch cases on a GPU, float32 and bfloat16:
                                                       # benchmarks/results_cuda.json + RESULTS_cuda.md
@@ -50,7 +50,6 @@ SUITE_TITLES = {
 }
 # The issue's sizes (issue 7): batch 8, n_docs 5, 20,000 passages, BART d_model 256 with 2+2
 # layers, 20 generated tokens; plus one "base-size" BART (d_model 768, 6+6 layers).
-SMALL = {"d_model": 256, "layers": 2}
 BASE = {"d_model": 768, "layers": 6}
 BASE_REPEATS, BASE_BUDGET_S = 3, 60.0
 
@@ -523,7 +522,8 @@ def parse_args(argv=None):
     p.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites (default: all of {','.join(SUITES)})")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: the PyTorch cases on a GPU")
     p.add_argument("--precisions", default="float32,bfloat16", help="with --device cuda: float32,bfloat16")
-    p.add_argument("--no-base-size", dest="base_size", action="store_false", help="skip the base-size (d_model 768) model runs")
+    p.add_argument("--base-size", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run the models at base size (d_model 768, 6+6 layers); default: yes, no with --quick")
     p.add_argument("--repeats", type=int, default=None, help="at most this many timed calls per case (after the warm-up)")
     p.add_argument("--threads", type=int, default=None, help="threads for torch / tensorflow / OpenMP (default: library defaults)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per suite process (default 900, 600 with --quick)")
@@ -568,7 +568,8 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    jobs = plan_jobs(only, device, precisions, args.quick, args.base_size, args.repeats)
+    base_size = (not args.quick) if args.base_size is None else args.base_size
+    jobs = plan_jobs(only, device, precisions, args.quick, base_size, args.repeats)
     suites = [spawn(job, args.threads, timeout) for job in jobs]
 
     threads_used = {}

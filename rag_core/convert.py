@@ -271,6 +271,8 @@ def _rag_architecture(config: Mapping, directory: Path, framework: str) -> str:
         return "RagTokenForGeneration" if any(k.startswith("rag.") for k in read_pt_weights(directory)) else "RagModel"
     import h5py
 
+    if not _has_tf_weights(directory):
+        raise WeightConversionError(f"{directory} holds no TensorFlow weights ({TF_H5})")
     with h5py.File(directory / TF_H5, "r") as f:
         return "RagTokenForGeneration" if _read_h5_attribute(f, "layer_names") == ["rag"] else "RagModel"
 

@@ -23,14 +23,19 @@ def unpack_mapping_input(call):
     """Let `call` take its inputs as one mapping in the first argument (`model({"input_ids": ...})`),
     as Keras does when it traces a model from its save spec and as transformers' TF models allow."""
 
+    signature = inspect.signature(call)
+
     @functools.wraps(call)
     def wrapper(self, input_ids=None, *args, **kwargs):
         if isinstance(input_ids, Mapping):
-            kwargs = {**dict(input_ids), **kwargs}
-            input_ids = kwargs.pop("input_ids", None)
+            bound = signature.bind_partial(self, None, *args, **kwargs).arguments
+            bound.pop("self"), bound.pop("input_ids")
+            # explicit arguments win over the mapping; None placeholders do not
+            kwargs = {**dict(input_ids), **{k: v for k, v in bound.items() if v is not None}}
+            return call(self, **kwargs)
         return call(self, input_ids, *args, **kwargs)
 
-    wrapper.__signature__ = inspect.signature(call)
+    wrapper.__signature__ = signature
     return wrapper
 
 

@@ -8,6 +8,7 @@ it, the library never does. No torch here (tests/cross holds the PT <-> TF suite
 from __future__ import annotations
 
 import os
+import pathlib
 import tempfile
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from tests.harness.configs import tiny_rag_config
 from tests.harness.retrieval import tiny_index_paths
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 OURS = {"model": "TFRagModel", "token": "TFRagTokenForGeneration", "sequence": "TFRagSequenceForGeneration"}
 
 
@@ -134,10 +136,19 @@ def weight_names(model):
 
 
 def no_torch_subprocess_code() -> str:
-    return (
-        "import os, sys; os.environ['TF_CPP_MIN_LOG_LEVEL']='2'; import rag_tf; "
-        "assert 'torch' not in sys.modules, 'rag_tf imported torch'; print('ok')"
-    )
+    """torch made unimportable (as where it is not installed; transformers itself imports torch
+    whenever it is installed), then a tiny forward pass and a greedy decode."""
+    return "\n".join([
+        "import sys; sys.modules['torch'] = None",
+        "import numpy as np, rag_tf",
+        "from tests.tf.support import build_ours, make_config",
+        "m = build_ours(make_config(), 'token')",
+        "ctx = dict(context_input_ids=np.full((3, 4), 5, np.int32), context_attention_mask=np.ones((3, 4), np.int32),"
+        " doc_scores=np.zeros((1, 3), np.float32))",
+        "assert m(**ctx, decoder_input_ids=np.array([[2, 5]], np.int32)).logits.shape == (3, 2, 1000)",
+        "assert m.generate(**ctx, max_length=4).shape[0] == 1",
+        "print('ok', sys.modules.get('torch'))",
+    ])
 
 
 def env():

@@ -108,9 +108,13 @@ def test_forward_exports_as_saved_model(token_pair, bart_contexts, bart_labels, 
     spec = tf.TensorSpec([None, None], tf.int32)
 
     class Serving(tf.Module):
+        """Tracks the model's variables but not the Keras object itself: saving then traces only
+        `serve`, not every Keras layer's call (which takes minutes for a RAG model)."""
+
         def __init__(self, model):
             super().__init__()
-            self.model = model
+            self.__dict__["model"] = model  # untracked on purpose
+            self.weights = list(model.weights)
 
         @tf.function(input_signature=[spec, spec, tf.TensorSpec([None, None], tf.float32), spec])
         def serve(self, context_input_ids, context_attention_mask, doc_scores, decoder_input_ids):
