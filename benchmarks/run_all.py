@@ -55,35 +55,62 @@ BASE_REPEATS, BASE_BUDGET_S = 3, 60.0
 
 
 # === Jobs ===
+# Order = priority: the issue-7 targets first, the extra information last, so that when the time
+# budget runs out (`--budget-min`) it is the least important job that is cut short. A job may run
+# until only the reserve of the jobs after it is left (RESERVE x their weight's share of the budget).
+JOB_ORDER = ["retriever", "pt", "tf", "memory", "pt base-size", "tf base-size", "retriever index kinds"]
+WEIGHTS = {"retriever": 0.06, "pt": 0.14, "tf": 0.22, "memory": 0.10, "pt base-size": 0.14,
+           "tf base-size": 0.18, "retriever index kinds": 0.16}
+
+
 def plan_jobs(only: list[str], device: str, precisions: list[str], quick: bool, base_size: bool,
               max_repeats: Optional[int] = None) -> list[dict]:
-    """The subprocess runs: one per suite, the model suites once more at base size, per precision on CUDA."""
+    """The subprocess runs, in priority order (see JOB_ORDER), each with its share of the time budget."""
     jobs = []
-    for suite in only:
-        if device != "cpu":
-            if suite != "pt":
-                continue  # only the PyTorch cases have a device mode; faiss stays on the CPU
+    if device != "cpu":  # only the PyTorch cases have a device mode; faiss stays on the CPU
+        if "pt" in only:
             for precision in precisions:
-                jobs.append(
-                    {"suite": suite, "label": f"pt {device} {precision}", "size": "small",
-                     "kwargs": {"quick": quick, "device": device, "precision": precision}}
-                )
-            continue
-        jobs.append({"suite": suite, "label": suite, "size": "small" if suite in ("pt", "tf") else None,
-                     "kwargs": {"quick": quick}})
-        if suite in ("pt", "tf") and base_size:
-            # Calls ten times longer than the small model's: a median of at most BASE_REPEATS after the
-            # warm-up, so that `make bench` keeps to its 20 minutes.
-            jobs.append(
-                {"suite": suite, "label": f"{suite} base-size", "size": "base",
-                 "kwargs": {"quick": quick, "size": "base", **BASE},
-                 "limits": {"max_repeats": BASE_REPEATS, "max_budget_s": BASE_BUDGET_S}}
-            )
+                jobs.append({"suite": "pt", "label": f"pt {device} {precision}", "size": "small", "weight": 1.0,
+                             "kwargs": {"quick": quick, "device": device, "precision": precision}})
+    else:
+        by_label = {}
+        for suite in only:
+            if suite == "retriever":
+                # Two processes: the __call__ comparison (issue 7's case) survives a cut of the long
+                # 200,000-vector index-kind builds (issue 8's information).
+                by_label["retriever"] = {"suite": suite, "size": None, "kwargs": {"quick": quick, "part": "call"}}
+                by_label["retriever index kinds"] = {"suite": suite, "size": None,
+                                                     "kwargs": {"quick": quick, "part": "kinds"}}
+                continue
+            by_label[suite] = {"suite": suite, "size": "small" if suite in ("pt", "tf") else None,
+                               "kwargs": {"quick": quick}}
+            if suite in ("pt", "tf") and base_size:
+                # Calls about ten times longer than the small model's: a median of at most BASE_REPEATS
+                # after the warm-up, so that `make bench` keeps to its 20 minutes.
+                by_label[f"{suite} base-size"] = {
+                    "suite": suite, "size": "base", "kwargs": {"quick": quick, "size": "base", **BASE},
+                    "limits": {"max_repeats": BASE_REPEATS, "max_budget_s": BASE_BUDGET_S}}
+        for label in JOB_ORDER:
+            if label in by_label:
+                jobs.append(dict(by_label[label], label=label, weight=WEIGHTS[label]))
     if max_repeats:
         for job in jobs:
             limits = job.setdefault("limits", {})
             limits["max_repeats"] = min(max_repeats, limits.get("max_repeats", max_repeats))
     return jobs
+
+
+RESERVE = 0.5  # a job may overrun its share, but leaves each later job at least this part of its own
+
+
+def job_timeout(jobs: list[dict], index: int, remaining_s: Optional[float], budget_s: Optional[float],
+                hard_max_s: float) -> float:
+    """Seconds job `index` may run: the budget left minus a reserve for each later (less important) job."""
+    if remaining_s is None or not budget_s:
+        return hard_max_s
+    total = sum(job.get("weight", 1.0) for job in jobs)
+    reserve = sum(RESERVE * budget_s * job.get("weight", 1.0) / total for job in jobs[index + 1:])
+    return max(0.0, min(hard_max_s, remaining_s - reserve))
 
 
 def _json_default(value):
@@ -309,7 +336,7 @@ def spawn(job: dict, threads: Optional[int], timeout_s: float) -> dict:
     if rc is None or not record:
         n_done = sum(len(rows) for rows in partial.values())
         done = f"; the {n_done} row(s) it finished are kept" if n_done else ""
-        why = f"stopped after {timeout_s:.0f} s (--timeout)" if rc is None else f"its process exited with code {rc}"
+        why = f"stopped after {timeout_s:.0f} s (its time: --budget-min / --timeout)" if rc is None else f"its process exited with code {rc}"
         record = {"suite": job["suite"], "status": "timeout" if rc is None else "error", "error": why + done,
                   "cases": partial.pop("cases", []), **partial}
     record.setdefault("cases", [])
@@ -330,8 +357,8 @@ def cross_framework(suites: list[dict]) -> list[dict]:
     for size in ("small", "base"):
         pt = next((s for s in suites if s["suite"] == "pt" and s.get("size") == size and s.get("status") == "ok"), None)
         tf = next((s for s in suites if s["suite"] == "tf" and s.get("size") == size and s.get("status") == "ok"), None)
-        if not pt or not tf:
-            continue
+        if not pt or not tf or any(c["name"].lower().startswith("ours tf vs ours pt") for c in tf["cases"]):
+            continue  # bench_tf measures ours TF against ours PT itself, in one process: keep those rows
         pt_cases = {_canonical(c["name"]): c for c in pt["cases"] if c.get("ours_s")}
         for c in tf["cases"]:
             other = pt_cases.get(_canonical(c["name"]))
@@ -385,7 +412,8 @@ def case_table(cases: list[dict], with_suite: bool = False) -> list[str]:
         target = f">= {row['target']:g}x" if row.get("target") is not None else ""
         ours = fmt_seconds(row.get("ours_s")) + fmt_rate(row.get("ours_per_s"), row.get("items_unit"))
         orig = fmt_seconds(row.get("original_s")) + fmt_rate(row.get("original_per_s"), row.get("items_unit"))
-        name = row["name"] + (f" — {row['error']}" if row.get("error") else "")
+        name = row["name"] + (f" — {row['error']}" if row.get("error") else "") + (
+            f" ({row['note']})" if row.get("note") else "")
         cells = ([row.get("_suite", "")] if with_suite else []) + [
             name, ours, orig, fmt_ratio(row.get("ratio")), target, fmt_verdict(row)]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -527,6 +555,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="at most this many timed calls per case (after the warm-up)")
     p.add_argument("--threads", type=int, default=None, help="threads for torch / tensorflow / OpenMP (default: library defaults)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per suite process (default 900, 600 with --quick)")
+    p.add_argument("--budget-min", type=float, default=19.0,
+                   help="minutes for the whole run, shared among the suite processes by weight (0: no limit; default 19)")
     p.add_argument("--out-dir", default=None, help="where results*.json and RESULTS*.md go")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
@@ -561,6 +591,7 @@ def main(argv=None) -> int:
         cuda_name = torch.cuda.get_device_name(device)
     common.set_threads(args.threads)
     timeout = args.timeout or (600.0 if args.quick else 900.0)
+    budget_s = args.budget_min * 60 if args.budget_min else None
     suffix = "" if device == "cpu" else "_cuda"
     committed = not args.quick and set(only) == set(SUITES)
     out_dir = args.out_dir or (HERE if committed else WORK_DIR)
@@ -570,7 +601,15 @@ def main(argv=None) -> int:
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     base_size = (not args.quick) if args.base_size is None else args.base_size
     jobs = plan_jobs(only, device, precisions, args.quick, base_size, args.repeats)
-    suites = [spawn(job, args.threads, timeout) for job in jobs]
+    suites = []
+    for i, job in enumerate(jobs):
+        remaining = None if budget_s is None else budget_s - (time.perf_counter() - started)
+        limit = job_timeout(jobs, i, remaining, budget_s, timeout)
+        if limit < 20:
+            suites.append({"suite": job["suite"], "label": job["label"], "size": job["size"], "cases": [],
+                           "status": "skipped", "error": f"the {args.budget_min:g}-minute budget (--budget-min) was spent"})
+            continue
+        suites.append(spawn(job, args.threads, limit))
 
     threads_used = {}
     for s in suites:

@@ -33,7 +33,7 @@ def context_for_generate(rag, input_ids, attention_mask, context_input_ids, cont
                           has_retriever=rag.retriever is not None)
     if context_input_ids is None:
         input_ids = tf.convert_to_tensor(input_ids)
-        vectors, _ = rag.encode_question(input_ids, attention_mask)
+        vectors = rag.encode_question(input_ids, attention_mask)
         retrieved = retrieval_bridge.retrieve(rag.retriever, input_ids, vectors, prefix=rag.generator.config.prefix,
                                               n_docs=n_docs)
         context_input_ids = retrieved["context_input_ids"]

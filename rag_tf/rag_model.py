@@ -89,11 +89,13 @@ class TFRagModel(TFRagPreTrainedModel):
         self.context_encoder_training = True
         self.ctx_encoder = ctx_encoder
 
-    def encode_question(self, input_ids, attention_mask=None, output_attentions=None, output_hidden_states=None,
-                        training=False):
-        """`(B, D)` question vectors, pooled per `config.resolved_question_encoder_pooling`.
+    def encode_question(self, input_ids, attention_mask=None):
+        """`(B, D)` question vectors, pooled per `config.resolved_question_encoder_pooling`."""
+        return self._encode_question(input_ids, attention_mask)[0]
 
-        Returns `(vectors, encoder_outputs)`."""
+    def _encode_question(self, input_ids, attention_mask=None, output_attentions=None, output_hidden_states=None,
+                         training=False):
+        """(vectors, the question encoder's outputs)."""
         pooling = self.config.resolved_question_encoder_pooling
         outputs = self.question_encoder(
             input_ids,
@@ -153,7 +155,7 @@ class TFRagModel(TFRagPreTrainedModel):
                     "`input_ids` (the questions) are required to retrieve; or pass context_input_ids, "
                     "context_attention_mask and doc_scores"
                 )
-            question_vectors, question_outputs = self.encode_question(
+            question_vectors, question_outputs = self._encode_question(
                 input_ids, attention_mask, output_attentions, output_hidden_states, training=training
             )
             retrieved = retrieval_bridge.retrieve(

@@ -91,3 +91,16 @@ def test_rows_are_recorded_as_they_are_made_so_a_timeout_keeps_them(tmp_path, mo
     common.failed_case("b", ValueError("bad"))
     rows = [__import__("json").loads(line)["row"] for line in partial.read_text().splitlines()]
     assert [(r["name"], r.get("error")) for r in rows] == [("a", None), ("b", "ValueError: bad")]
+
+
+def test_jobs_run_in_priority_order_and_share_the_time_budget():
+    jobs = run_all.plan_jobs(list(run_all.SUITES), "cpu", ["float32"], quick=False, base_size=True)
+    labels = [job["label"] for job in jobs]
+    assert labels[:3] == ["retriever", "pt", "tf"] and labels[-1] == "retriever index kinds"
+    assert jobs[labels.index("pt base-size")]["kwargs"]["d_model"] == 768
+    budget = 19 * 60
+    first = run_all.job_timeout(jobs, 0, budget, budget, hard_max_s=10_000)
+    last = run_all.job_timeout(jobs, len(jobs) - 1, 100.0, budget, hard_max_s=10_000)
+    assert 0 < first < budget and last == 100.0  # the first leaves a reserve for the others; the last takes what is left
+    cuda = run_all.plan_jobs(list(run_all.SUITES), "cuda:0", ["float32", "bfloat16"], quick=False, base_size=True)
+    assert [job["kwargs"]["precision"] for job in cuda] == ["float32", "bfloat16"] and {j["suite"] for j in cuda} == {"pt"}

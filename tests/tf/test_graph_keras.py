@@ -93,8 +93,10 @@ def test_compile_with_a_loss_is_refused():
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_beams=1, max_length=10), dict(num_beams=3, max_length=10,
-                                                                             no_repeat_ngram_size=2)])
+@pytest.mark.parametrize("kwargs", [
+    pytest.param(dict(num_beams=1, max_length=10), marks=pytest.mark.slow),  # one more XLA compile (~30 s)
+    dict(num_beams=3, max_length=10, no_repeat_ngram_size=2),
+])
 def test_xla_token_generate_equals_graph(kwargs, token_pair, bart_contexts):
     ours = token_pair[0]
     ctx = {k: tf.constant(v) for k, v in bart_contexts.items()}

@@ -73,7 +73,8 @@ GEN_CASES = [
     ("token", dict(num_beams=1, max_length=10)),
     ("token", dict(num_beams=3, max_length=10, no_repeat_ngram_size=2)),
     ("sequence", dict(num_beams=1, max_length=10)),
-    ("sequence", dict(num_beams=2, num_return_sequences=2, max_length=10, min_length=4)),
+    pytest.param("sequence", dict(num_beams=2, num_return_sequences=2, max_length=10, min_length=4),
+                 marks=pytest.mark.slow),
 ]
 
 
@@ -86,6 +87,7 @@ def test_generate_ids_equal_the_oracle(head, kwargs, token_pair, sequence_pair, 
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 def test_token_num_return_sequences_returns_that_many(token_pair, bart_contexts):
     """The oracle's TF RAG-Token ignores num_return_sequences; ours returns R beams per question,
     the first of which is the oracle's single answer."""
