@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from rag_core import RetrievAugGenerateOutput
@@ -149,3 +150,20 @@ def provenance(
         sequences_scores=sequences_scores,
         scores=scores,
     )
+
+
+class SelfAttentionReorderCache(EncoderDecoderCache):
+    """A decoder cache whose beam reordering leaves the cross-attention part alone.
+
+    Beam search only ever moves a beam to another beam of the same input row, and all beams of a
+    row attend to the same encoder states: their cross-attention keys/values are equal, so copying
+    them at every step (what `EncoderDecoderCache.reorder_cache` does) changes nothing but costs a
+    `(rows, heads, L, d)` copy per layer per step.
+    """
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+def new_beam_cache() -> SelfAttentionReorderCache:
+    return SelfAttentionReorderCache(DynamicCache(), DynamicCache())

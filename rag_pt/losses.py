@@ -64,22 +64,36 @@ def token_nll(
     `marginalize_token_logprobs`; loss `(1 - eps) * -ll + eps / V * -smooth`.
     """
     target = shift_targets_left(labels, pad_token_id)
-    marginal = marginalize_token_logprobs(seq_logits, doc_scores, n_docs)
     keep = target.ne(pad_token_id)
+    if epsilon == 0.0:
+        # Only the targets' marginals are needed: log p(y_t|z_n) per passage, then logsumexp over passages,
+        # without building the (B, T, V) marginal over the whole vocabulary.
+        batch, length = target.shape
+        token_lp, _ = sequence_token_logprobs(seq_logits, target.repeat_interleave(n_docs, dim=0), with_smooth=False)
+        doc_logprobs = F.log_softmax(doc_scores, dim=1)
+        token_marginal = torch.logsumexp(token_lp.view(batch, n_docs, length) + doc_logprobs[:, :, None], dim=1)
+        marginal = None
+    else:
+        marginal = marginalize_token_logprobs(seq_logits, doc_scores, n_docs)
+        token_marginal = marginal.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     # where(), not a product with the mask: a -inf score times 0 would be NaN
-    token_ll = marginal.gather(-1, target.unsqueeze(-1)).squeeze(-1).where(keep, 0.0)
+    token_ll = token_marginal.where(keep, 0.0)
     if exclude_bos_score and first_target_is_bos(target, bos_token_id):
         token_ll = token_ll[:, 1:]
     ll = token_ll.sum(1)
-    smooth = marginal.sum(-1).where(keep, 0.0).sum(1) if epsilon != 0.0 else None
+    smooth = marginal.sum(-1).where(keep, 0.0).sum(1) if marginal is not None else None
     return combine_nll(ll, smooth, epsilon, seq_logits.shape[-1], reduce_loss)
 
 
 def sequence_token_logprobs(seq_logits: Tensor, target_rows: Tensor, with_smooth: bool) -> tuple[Tensor, Optional[Tensor]]:
     """Per-position `log p(target)` and (optionally) `sum_v log p(v)` for `(R, T, V)` logits, targets `(R, T)`."""
+    if not with_smooth:
+        # logit - logsumexp: no (R, T, V) log-softmax tensor is written (nor kept for backward)
+        target_logits = seq_logits.gather(-1, target_rows.unsqueeze(-1)).squeeze(-1)
+        return target_logits - torch.logsumexp(seq_logits, dim=-1), None
     logprobs = F.log_softmax(seq_logits, dim=-1)
     token_lp = logprobs.gather(-1, target_rows.unsqueeze(-1)).squeeze(-1)
-    return token_lp, (logprobs.sum(-1) if with_smooth else None)
+    return token_lp, logprobs.sum(-1)
 
 
 def sequence_marginal(

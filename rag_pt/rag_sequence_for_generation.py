@@ -186,7 +186,7 @@ class RagSequenceForGeneration(_RagHead):
             num_return_sequences=num_beams,
             output_scores=rescore == "fast",
             return_dict_in_generate=True,
-            **model_kwargs,
+            **{"past_key_values": generation_utils.new_beam_cache(), **model_kwargs},
         )
         # (B, C, S) candidates per question, C = N * beams, grouped by passage
         candidates = gen.sequences.view(batch_size, n_docs * num_beams, -1)

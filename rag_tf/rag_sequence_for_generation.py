@@ -20,7 +20,7 @@ from rag_core.arguments import (
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
-from . import _generation_common as common
+from . import generation_utils
 from . import decoding, losses
 from .rag_model import TFRagModel
 from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
@@ -189,7 +189,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
                 raise ValueError(
                     f"TFRagSequenceForGeneration.generate does not take {unsupported}; use output_provenance=True")
 
-        context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = common.context_for_generate(
+        context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = generation_utils.context_for_generate(
             self.rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores, n_docs,
             n_docs_explicit)
         if doc_scores is None:
@@ -197,12 +197,12 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         check_num_return_sequences(num_return_sequences, n_docs * num_beams)
 
         # 1. every (passage, question) pair through the generator's own decoding (beams per pair)
-        generation_config = common.resolve_generation_config(
+        generation_config = generation_utils.resolve_generation_config(
             self.generator, None, dict(model_kwargs, num_beams=num_beams, num_return_sequences=num_beams))
         options = decoding.DecodingOptions.from_generation_config(generation_config, self.config.generator)
-        decode = common.cached_decode_function(
+        decode = generation_utils.cached_decode_function(
             self, ("sequence", options, jit_compile),
-            lambda: common.make_decode_function(self.generator, options, 1, False, jit_compile))
+            lambda: generation_utils.make_decode_function(self.generator, options, 1, False, jit_compile))
         generated = decoding.finalize(decode(context_input_ids, context_attention_mask, None), options)
 
         # 2. deduplicate and rescore, all examples at once
@@ -220,7 +220,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
             sequences=output,
             doc_ids=ids,
             doc_scores=tf.repeat(doc_scores, num_return_sequences, axis=0),
-            doc_titles=common.doc_titles(self.retriever, ids),
+            doc_titles=generation_utils.doc_titles(self.retriever, ids),
             sequences_scores=tf.reshape(top_scores, [-1]),
         )
 
@@ -295,7 +295,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         original's per-question rescoring does)."""
         pad = self.config.generator.pad_token_id
         out = self.generator(input_ids=None, attention_mask=encoder_mask,
-                             encoder_outputs=common.encoder_output(hidden), decoder_input_ids=labels,
+                             encoder_outputs=generation_utils.encoder_output(hidden), decoder_input_ids=labels,
                              use_cache=False, return_dict=True, training=False)
         logits = tf.cast(out.logits, tf.float32)
         target = losses.shift_targets_left(labels, pad)

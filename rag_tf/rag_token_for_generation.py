@@ -12,7 +12,7 @@ from rag_core.arguments import check_labels, generator_max_positions, resolve, r
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
-from . import _generation_common as common
+from . import generation_utils
 from . import decoding, losses
 from .rag_model import TFRagModel
 from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
@@ -179,10 +179,10 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
                                       "use max_length / max_new_tokens / eos_token_id")
         n_docs_explicit = n_docs is not None
         n_docs = resolve_n_docs(n_docs, self.config.n_docs)
-        generation_config = common.resolve_generation_config(self, generation_config, kwargs)
+        generation_config = generation_utils.resolve_generation_config(self, generation_config, kwargs)
         options = decoding.DecodingOptions.from_generation_config(generation_config, self.config.generator)
 
-        context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = common.context_for_generate(
+        context_input_ids, context_attention_mask, doc_scores, doc_ids, n_docs = generation_utils.context_for_generate(
             self.rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores, n_docs,
             n_docs_explicit)
         if doc_scores is None:
@@ -191,10 +191,10 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
             raise RagInputError("`doc_scores` are required with `context_input_ids` (shape (batch_size, n_docs))")
 
         extra = tuple(logits_processor or ())
-        factory = lambda: common.make_decode_function(  # noqa: E731
+        factory = lambda: generation_utils.make_decode_function(  # noqa: E731
             self.generator, options, n_docs, True, jit_compile, prefix_allowed_tokens_fn, extra)
         if prefix_allowed_tokens_fn is None and not extra:
-            decode = common.cached_decode_function(self, ("token", options, n_docs, jit_compile), factory)
+            decode = generation_utils.cached_decode_function(self, ("token", options, n_docs, jit_compile), factory)
         else:
             decode = factory()
         result = decoding.finalize(decode(context_input_ids, context_attention_mask, doc_scores), options)
@@ -209,7 +209,7 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
                 sequences=sequences,
                 doc_ids=ids,
                 doc_scores=tf.repeat(doc_scores, repeat, axis=0),
-                doc_titles=common.doc_titles(self.retriever, ids),
+                doc_titles=generation_utils.doc_titles(self.retriever, ids),
                 sequences_scores=result.get("sequences_scores"),
                 scores=result.get("scores"),
             )
