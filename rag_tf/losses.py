@@ -104,12 +104,22 @@ def token_nll(
     Unlike transformers' TF RAG-Token (defect 6), `reduce_loss` and `epsilon` (label smoothing) are
     honoured and the loss is per example unless reduced.
     """
+    ll_w, smooth_w = _token_weights(target, pad_token_id, bos_token_id, exclude_bos_score)
+    if not epsilon:
+        # Only the target's marginal is needed: log p(y_t|z) for the target alone, then logsumexp over
+        # passages on (B, N, T) - never the (B, T, V) marginal (the same maths, a fraction of the work).
+        logits = tf.cast(seq_logits, tf.float32)
+        shape = tf.shape(logits)
+        logits = tf.reshape(logits, [-1, n_docs, shape[1], shape[2]])  # (B, N, T, V)
+        normalizer = tf.reduce_logsumexp(logits, axis=-1)  # (B, N, T)
+        target_n = tf.broadcast_to(target[:, None, :], tf.shape(normalizer))
+        token_lp = tf.gather(logits, target_n, batch_dims=3) - normalizer  # (B, N, T)
+        doc_lp = tf.nn.log_softmax(tf.cast(doc_scores, tf.float32), axis=1)  # (B, N)
+        token_lp = tf.reduce_logsumexp(token_lp + doc_lp[:, :, None], axis=1)  # (B, T)
+        return _combine(-tf.reduce_sum(token_lp * ll_w, axis=1), None, epsilon, shape[2], reduce_loss)
     marginal = marginalize_token_logprobs(tf.cast(seq_logits, tf.float32), doc_scores, n_docs)  # (B, T, V)
     vocab = tf.shape(marginal)[2]
-    ll_w, smooth_w = _token_weights(target, pad_token_id, bos_token_id, exclude_bos_score)
     token_lp = tf.gather(marginal, target, batch_dims=2)  # (B, T)
     nll = -tf.reduce_sum(token_lp * ll_w, axis=1)
-    smooth_loss = None
-    if epsilon:
-        smooth_loss = -tf.reduce_sum(tf.reduce_sum(marginal, axis=-1) * smooth_w, axis=1)
+    smooth_loss = -tf.reduce_sum(tf.reduce_sum(marginal, axis=-1) * smooth_w, axis=1)
     return _combine(nll, smooth_loss, epsilon, vocab, reduce_loss)

@@ -13,7 +13,7 @@ from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugLMOutput
 
 from . import retrieval_bridge
-from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
+from .rag_pretrained_model import TFRagPreTrainedModel, resolve_config, unpack_mapping_input
 
 
 def _static_shape(tensor, rank: int = 2) -> Optional[tuple]:
@@ -55,15 +55,13 @@ class TFRagModel(TFRagPreTrainedModel):
         question_encoder: Optional[TFPreTrainedModel] = None,
         generator: Optional[TFPreTrainedModel] = None,
         retriever: Any = None,
-        load_weight_prefix: Optional[str] = None,
         **kwargs,
     ):
-        if config is None:
-            if question_encoder is None or generator is None:
-                raise ValueError("TFRagModel needs a config, or both a question_encoder and a generator")
-            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
-        elif not isinstance(config, RagConfig):
-            raise TypeError(f"config must be a rag_core.RagConfig, got {type(config).__name__}")
+        # `load_weight_prefix` (TF only, hence a keyword in **kwargs): the name scope of the generator's
+        # shared embedding; the generation heads pass theirs so variable names match transformers'.
+        load_weight_prefix = kwargs.pop("load_weight_prefix", None)
+        # === Config ===
+        config = resolve_config(config, question_encoder, generator)
         super().__init__(config, **kwargs)
 
         # === Submodules ===
@@ -136,43 +134,35 @@ class TFRagModel(TFRagPreTrainedModel):
         n_docs=None,
         training=False,
     ) -> RetrievAugLMOutput:
-        n_docs_explicit = n_docs is not None
-        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
-        use_cache = resolve(use_cache, self.config.use_cache)
-        output_attentions = resolve(output_attentions, self.config.output_attentions)
-        output_hidden_states = resolve(output_hidden_states, self.config.output_hidden_states)
-        output_retrieved = resolve(output_retrieved, self.config.output_retrieved)
+        """Retrieve (unless contexts are given), score the passages and run the generator on every context.
 
-        has_to_retrieve = (
-            self.retriever is not None
-            and (context_input_ids is None or context_attention_mask is None or doc_scores is None)
-            and encoder_outputs is None
+        `decoder_input_ids` are given per question, `(B, T)`; they are repeated for each passage.
+        """
+        config = self.config
+        use_cache = resolve(use_cache, config.use_cache)
+        output_attentions = resolve(output_attentions, config.output_attentions)
+        output_hidden_states = resolve(output_hidden_states, config.output_hidden_states)
+        output_retrieved = resolve(output_retrieved, config.output_retrieved)
+        arguments = dict(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values, doc_scores=doc_scores, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, output_retrieved=output_retrieved, n_docs=n_docs,
+            training=training,
         )
-        question_vectors = question_outputs = retrieved = None
-        if has_to_retrieve:
-            if input_ids is None:
-                raise RagInputError(
-                    "`input_ids` (the questions) are required to retrieve; or pass context_input_ids, "
-                    "context_attention_mask and doc_scores"
-                )
-            question_vectors, question_outputs = self._encode_question(
-                input_ids, attention_mask, output_attentions, output_hidden_states, training=training
-            )
-            retrieved = retrieval_bridge.retrieve(
-                self.retriever,
-                input_ids,
-                question_vectors,
-                prefix=self.generator.config.prefix,
-                n_docs=n_docs,
-                with_tokenized_docs=self.context_encoder_training,
-            )
+        if self._call_as_graph(arguments):
+            return self._graph_call(arguments)
+        n_docs_explicit = n_docs is not None
+        n_docs = resolve_n_docs(n_docs, config.n_docs)
+
+        retrieved = None
+        if self._has_to_retrieve(context_input_ids, context_attention_mask, doc_scores, encoder_outputs):
+            retrieved = self._retrieve(input_ids, attention_mask, n_docs, output_attentions, output_hidden_states,
+                                       training)
             context_input_ids = retrieved["context_input_ids"]
             context_attention_mask = retrieved["context_attention_mask"]
-            doc_embeds = retrieved["retrieved_doc_embeds"]
-            if self.context_encoder_training:
-                doc_embeds = self._encode_passages(retrieved, n_docs, question_vectors.shape[-1], training)
-                retrieved["retrieved_doc_embeds"] = doc_embeds
-            doc_scores = retrieval_bridge.score_documents(question_vectors, doc_embeds, retrieved["doc_ids"])
+            doc_scores = retrieved["doc_scores"]
         elif encoder_outputs is None:
             n_docs = check_context_inputs(
                 n_docs=n_docs,
@@ -204,18 +194,10 @@ class TFRagModel(TFRagPreTrainedModel):
             training=training,
         )
 
-        show_retrieved = has_to_retrieve and output_retrieved
-        return RetrievAugLMOutput(
+        outputs = RetrievAugLMOutput(
             logits=gen_outputs.logits,
             doc_scores=doc_scores,
             past_key_values=gen_outputs.past_key_values if use_cache else None,
-            retrieved_doc_embeds=retrieved["retrieved_doc_embeds"] if show_retrieved else None,
-            retrieved_doc_ids=retrieved["doc_ids"] if show_retrieved else None,
-            context_input_ids=context_input_ids if show_retrieved else None,
-            context_attention_mask=context_attention_mask if show_retrieved else None,
-            question_encoder_last_hidden_state=question_vectors,
-            question_enc_hidden_states=getattr(question_outputs, "hidden_states", None),
-            question_enc_attentions=getattr(question_outputs, "attentions", None),
             generator_enc_last_hidden_state=gen_outputs.encoder_last_hidden_state,
             generator_enc_hidden_states=gen_outputs.encoder_hidden_states,
             generator_enc_attentions=gen_outputs.encoder_attentions,
@@ -223,6 +205,43 @@ class TFRagModel(TFRagPreTrainedModel):
             generator_dec_attentions=gen_outputs.decoder_attentions,
             generator_cross_attentions=gen_outputs.cross_attentions,
         )
+        return add_retrieved_fields(outputs, retrieved, output_retrieved)
+
+    def _has_to_retrieve(self, context_input_ids, context_attention_mask, doc_scores, encoder_outputs) -> bool:
+        return (
+            self.retriever is not None
+            and (context_input_ids is None or context_attention_mask is None or doc_scores is None)
+            and encoder_outputs is None
+        )
+
+    def _retrieve(self, input_ids, attention_mask, n_docs: int, output_attentions, output_hidden_states,
+                  training) -> dict:
+        """Encode the questions, retrieve `n_docs` passages each and score them: the part of `call`
+        before the generator (eager `call` runs it eagerly, the rest as a graph)."""
+        if input_ids is None:
+            raise RagInputError(
+                "`input_ids` (the questions) are required to retrieve; or pass context_input_ids, "
+                "context_attention_mask and doc_scores"
+            )
+        question_vectors, question_outputs = self._encode_question(
+            input_ids, attention_mask, output_attentions, output_hidden_states, training=training
+        )
+        retrieved = retrieval_bridge.retrieve(
+            self.retriever,
+            input_ids,
+            question_vectors,
+            prefix=self.generator.config.prefix,
+            n_docs=n_docs,
+            with_tokenized_docs=self.context_encoder_training,
+        )
+        if self.context_encoder_training:
+            retrieved["retrieved_doc_embeds"] = self._encode_passages(
+                retrieved, n_docs, question_vectors.shape[-1], training)
+        retrieved["doc_scores"] = retrieval_bridge.score_documents(
+            question_vectors, retrieved["retrieved_doc_embeds"], retrieved["doc_ids"])
+        retrieved["question_vectors"] = question_vectors
+        retrieved["question_outputs"] = question_outputs
+        return retrieved
 
     def _encode_passages(self, retrieved: dict, n_docs: int, dim: int, training: bool) -> tf.Tensor:
         """`(B, N, D)` passage vectors from the trainable context encoder (end-to-end training)."""
@@ -246,3 +265,19 @@ class TFRagModel(TFRagPreTrainedModel):
         if self.ctx_encoder is not None:
             with tf.name_scope(self.ctx_encoder.name):
                 self.ctx_encoder.build(None)
+
+
+def add_retrieved_fields(outputs, retrieved: Optional[dict], output_retrieved: bool):
+    """Fill the question-encoder and (with `output_retrieved`) retrieval fields of `outputs` in place."""
+    if retrieved is None:
+        return outputs
+    question_outputs = retrieved["question_outputs"]
+    outputs.question_encoder_last_hidden_state = retrieved["question_vectors"]
+    outputs.question_enc_hidden_states = getattr(question_outputs, "hidden_states", None)
+    outputs.question_enc_attentions = getattr(question_outputs, "attentions", None)
+    if output_retrieved:
+        outputs.retrieved_doc_embeds = retrieved["retrieved_doc_embeds"]
+        outputs.retrieved_doc_ids = retrieved["doc_ids"]
+        outputs.context_input_ids = retrieved["context_input_ids"]
+        outputs.context_attention_mask = retrieved["context_attention_mask"]
+    return outputs

@@ -8,9 +8,26 @@ from typing import Any, Mapping, Optional
 
 import tensorflow as tf
 import tf_keras
-from transformers import AutoConfig, TFAutoModel, TFAutoModelForSeq2SeqLM, TFPreTrainedModel
+from transformers import AutoConfig, PretrainedConfig, TFAutoModel, TFAutoModelForSeq2SeqLM, TFPreTrainedModel
 
+from rag_core.arguments import check_labels, generator_max_positions, resolve
 from rag_core.configuration_rag import RagConfig
+
+
+def resolve_config(config: Optional[PretrainedConfig], question_encoder: Any, generator: Any) -> RagConfig:
+    """The model's `RagConfig`: the one given, or one built from the two sub-models' configs."""
+    if config is None:
+        if question_encoder is None or generator is None:
+            raise ValueError(
+                "pass a `config` (RagConfig), or both a `question_encoder` and a `generator` model to build one from"
+            )
+        return RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
+    if not isinstance(config, RagConfig):
+        # transformers' own RagConfig (same fields, same config.json): convert rather than refuse
+        if getattr(config, "model_type", None) == "rag":
+            return RagConfig(**config.to_dict())
+        raise TypeError(f"config must be a RagConfig, got {type(config).__name__}")
+    return config
 
 
 def _split_prefixed_kwargs(kwargs: dict, prefix: str) -> dict:
@@ -24,12 +41,14 @@ def unpack_mapping_input(call):
     as Keras does when it traces a model from its save spec and as transformers' TF models allow."""
 
     signature = inspect.signature(call)
+    var_keyword = next((p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None)
 
     @functools.wraps(call)
     def wrapper(self, input_ids=None, *args, **kwargs):
         if isinstance(input_ids, Mapping):
-            bound = signature.bind_partial(self, None, *args, **kwargs).arguments
+            bound = dict(signature.bind_partial(self, None, *args, **kwargs).arguments)
             bound.pop("self"), bound.pop("input_ids")
+            bound.update(bound.pop(var_keyword, None) or {})  # `**kwargs` of `call`, flattened back
             # explicit arguments win over the mapping; None placeholders do not
             kwargs = {**dict(input_ids), **{k: v for k, v in bound.items() if v is not None}}
             return call(self, **kwargs)
@@ -143,6 +162,80 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
             kwargs["input_ids"] = None
         return super().__call__(*args, **kwargs)
 
+    # === Eager calls as a cached graph ===
+    # Eager TensorFlow dispatches a RAG forward pass op by op (hundreds of ops, each through Python);
+    # the same ops as one graph run ~1.4x faster on CPU. So, when an eager `call` is repeated with
+    # the same static options (flags, n_docs, training, config), the second and later calls run the
+    # question encoder and the retriever eagerly (numpy in between) and everything after retrieval
+    # (generator, loss, marginal) as one cached `tf.function` of `call` given that context. A
+    # one-off call never pays for tracing. `model.run_eagerly = True` (Keras' switch) or
+    # `tf.config.run_functions_eagerly(True)` keep every call op by op, for debugging.
+    _compile_eager_calls = True  # False for the TFRagModel inside a head: the head's call is the unit
+
+    def _call_as_graph(self, arguments: dict) -> bool:
+        """Whether this `call` runs as the cached graph (see above); counts the eager calls per key."""
+        if not self._compile_eager_calls or not tf.executing_eagerly():
+            return False
+        if self.run_eagerly or tf.config.functions_run_eagerly():
+            return False
+        if arguments.get("encoder_outputs") is not None or arguments.get("past_key_values") is not None:
+            return False  # generation-time inputs (nested structures): kept eager
+        counts = self.__dict__.setdefault("_rag_eager_calls", {})
+        key = self._static_arguments(arguments)
+        counts[key] = counts.get(key, 0) + 1
+        return counts[key] > 1
+
+    def _static_arguments(self, arguments: dict) -> tuple:
+        """Everything a trace bakes in: the non-tensor arguments, which tensors are None, the config."""
+        items = []
+        for name, value in sorted(arguments.items()):
+            if value is None or isinstance(value, (bool, int, float, str)):
+                items.append((name, value))
+            else:
+                items.append((name, "<tensor>"))
+        items.append(("config", self.config.to_json_string(use_diff=True)))
+        items.append(("retriever", id(self.retriever)))
+        return tuple(items)
+
+    def _graph_call(self, arguments: dict):
+        """Retrieval eagerly, then `call` on the retrieved context as one cached `tf.function`."""
+        from .rag_model import add_retrieved_fields
+
+        rag = self.rag if isinstance(self, _TFRagHead) else self
+        arguments = dict(arguments)
+        retrieved = None
+        if rag._has_to_retrieve(arguments["context_input_ids"], arguments["context_attention_mask"],
+                                arguments["doc_scores"], arguments["encoder_outputs"]):
+            n_docs = arguments["n_docs"] if arguments["n_docs"] is not None else self.config.n_docs
+            retrieved = rag._retrieve(arguments["input_ids"], arguments["attention_mask"], n_docs,
+                                      arguments["output_attentions"], arguments["output_hidden_states"],
+                                      arguments["training"])
+            arguments.update(context_input_ids=retrieved["context_input_ids"], n_docs=n_docs,
+                             context_attention_mask=retrieved["context_attention_mask"],
+                             doc_scores=retrieved["doc_scores"])
+        tensors, static = {}, {}
+        for name, value in arguments.items():
+            if value is None or isinstance(value, (bool, int, float, str)):
+                static[name] = value
+            else:
+                tensors[name] = tf.convert_to_tensor(value)
+        function = self.__dict__.get("_rag_call_function")
+        if function is None:
+            function = tf.function(self._call_given_context, reduce_retracing=True)
+            self.__dict__["_rag_call_function"] = function  # untracked: not part of checkpoints
+        outputs = function(tensors, tuple(sorted(static.items())), self._static_arguments(arguments))
+        return add_retrieved_fields(outputs, retrieved, bool(resolve(arguments["output_retrieved"],
+                                                                     self.config.output_retrieved)))
+
+    def _call_given_context(self, tensors: dict, static: tuple, key: tuple):
+        del key  # only part of the trace key: a changed config or retriever retraces
+        return self.call(**tensors, **dict(static))
+
+    def _reset_compiled_functions(self) -> None:
+        """Forget traced graphs (they captured the variables of the time): after swapping sub-layers."""
+        for name in ("_rag_call_function", "_rag_decode_functions"):
+            self.__dict__.pop(name, None)
+
     # === Keras ===
     # `fit`, `evaluate` and `predict` call these inside a `tf.function` (graph mode). Data are
     # dicts of model inputs ({input_ids, attention_mask, labels}, or precomputed context); a
@@ -220,3 +313,64 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
                 "retrieved passages); compile without `loss=`"
             )
         super().compile(*args, **kwargs)
+
+
+class _TFRagHead(TFRagPreTrainedModel):
+    """What `TFRagSequenceForGeneration` and `TFRagTokenForGeneration` share: a `TFRagModel` under
+    `self.rag` (hence the `.../rag/...` variable names) and access to its parts."""
+
+    def __init__(
+        self,
+        config: Optional[PretrainedConfig] = None,
+        question_encoder: Optional[TFPreTrainedModel] = None,
+        generator: Optional[TFPreTrainedModel] = None,
+        retriever: Any = None,
+        **kwargs,
+    ):
+        from .rag_model import TFRagModel
+
+        # === Config ===
+        config = resolve_config(config, question_encoder, generator)
+        super().__init__(config, **kwargs)
+        # === Submodules ===
+        self.rag = TFRagModel(config=config, question_encoder=question_encoder, generator=generator,
+                              retriever=retriever, load_weight_prefix=self.load_weight_prefix, name="rag")
+        self.rag.__dict__["_compile_eager_calls"] = False  # untracked by Keras
+
+    def set_retriever(self, retriever: Any) -> None:
+        self.rag.set_retriever(retriever)
+
+    def set_context_encoder_for_training(self, ctx_encoder: TFPreTrainedModel) -> None:
+        self.rag.set_context_encoder_for_training(ctx_encoder)
+
+    @property
+    def retriever(self) -> Any:
+        return self.rag.retriever
+
+    @property
+    def generator(self) -> TFPreTrainedModel:
+        return self.rag.generator
+
+    @property
+    def question_encoder(self) -> TFPreTrainedModel:
+        return self.rag.question_encoder
+
+    def get_input_embeddings(self):
+        return self.rag.generator.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.rag.generator.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings):
+        self._reset_compiled_functions()
+        return self.rag.generator.set_output_embeddings(new_embeddings)
+
+    def _check_labels(self, labels) -> None:
+        check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.built = True
+        with tf.name_scope(self.rag.name):
+            self.rag.build(None)

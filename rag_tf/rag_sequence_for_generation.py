@@ -9,9 +9,7 @@ import tensorflow as tf
 
 from rag_core.arguments import (
     RagInputError,
-    check_labels,
     check_num_return_sequences,
-    generator_max_positions,
     resolve,
     resolve_bos_token_id,
     resolve_n_docs,
@@ -20,12 +18,11 @@ from rag_core.arguments import (
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
-from . import generation_utils
-from . import decoding, losses
-from .rag_model import TFRagModel
-from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
+from . import decoding, generation_utils, losses
+from .rag_pretrained_model import _TFRagHead, unpack_mapping_input
 
-class TFRagSequenceForGeneration(TFRagPreTrainedModel):
+
+class TFRagSequenceForGeneration(_TFRagHead):
     """RAG-Sequence: p(y|x) = sum_z p(z|x) prod_t p(y_t|x,z,y_<t).
 
         >>> model = TFRagSequenceForGeneration(config, retriever=retriever)   # doctest: +SKIP
@@ -40,35 +37,16 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
 
     load_weight_prefix = "tf_rag_sequence_for_generation_1/rag"
 
-    def __init__(self, config: Optional[RagConfig] = None, question_encoder=None, generator=None, retriever=None,
-                 **kwargs):
-        if config is None:
-            if question_encoder is None or generator is None:
-                raise ValueError(
-                    "TFRagSequenceForGeneration needs a config, or both a question_encoder and a generator")
-            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
-        super().__init__(config, **kwargs)
-        # === Submodules ===
-        self.rag = TFRagModel(config=config, question_encoder=question_encoder, generator=generator,
-                              retriever=retriever, load_weight_prefix=self.load_weight_prefix, name="rag")
-
-    def set_retriever(self, retriever: Any) -> None:
-        self.rag.set_retriever(retriever)
-
-    def set_context_encoder_for_training(self, ctx_encoder) -> None:
-        self.rag.set_context_encoder_for_training(ctx_encoder)
-
-    @property
-    def retriever(self):
-        return self.rag.retriever
-
-    @property
-    def generator(self):
-        return self.rag.generator
-
-    @property
-    def question_encoder(self):
-        return self.rag.question_encoder
+    def __init__(
+        self,
+        config: Optional[RagConfig] = None,
+        question_encoder=None,
+        generator=None,
+        retriever: Any = None,
+        **kwargs,
+    ):
+        super().__init__(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever,
+                         **kwargs)
 
     @unpack_mapping_input
     def call(
@@ -91,12 +69,26 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
         labels=None,
         n_docs=None,
         training=False,
+        **kwargs,
     ) -> RetrievAugLMMarginOutput:
-        """Forward pass; with `labels`, the RAG-Sequence loss (`(B,)`, or `()` with `reduce_loss`)."""
+        """Forward pass; with `labels`, the RAG-Sequence loss (`(B,)`, or `()` with `reduce_loss`).
+
+        `**kwargs` are accepted and ignored, as in `rag_pt`."""
         exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
+        arguments = dict(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask, doc_scores=doc_scores, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            output_retrieved=output_retrieved, exclude_bos_score=exclude_bos_score, reduce_loss=reduce_loss,
+            labels=labels, n_docs=n_docs, training=training,
+        )
+        if self._call_as_graph(arguments):
+            return self._graph_call(arguments)
         if labels is not None:
-            check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
+            self._check_labels(labels)
             if decoder_input_ids is None:
                 decoder_input_ids = labels
             use_cache = False
@@ -126,25 +118,7 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
                                 epsilon=self.config.label_smoothing, exclude_bos_score=exclude_bos_score,
                                 n_docs=n_docs)
 
-        return RetrievAugLMMarginOutput(
-            loss=loss,
-            logits=outputs.logits,
-            doc_scores=outputs.doc_scores,
-            past_key_values=outputs.past_key_values,
-            retrieved_doc_embeds=outputs.retrieved_doc_embeds,
-            retrieved_doc_ids=outputs.retrieved_doc_ids,
-            context_input_ids=outputs.context_input_ids,
-            context_attention_mask=outputs.context_attention_mask,
-            question_encoder_last_hidden_state=outputs.question_encoder_last_hidden_state,
-            question_enc_hidden_states=outputs.question_enc_hidden_states,
-            question_enc_attentions=outputs.question_enc_attentions,
-            generator_enc_last_hidden_state=outputs.generator_enc_last_hidden_state,
-            generator_enc_hidden_states=outputs.generator_enc_hidden_states,
-            generator_enc_attentions=outputs.generator_enc_attentions,
-            generator_dec_hidden_states=outputs.generator_dec_hidden_states,
-            generator_dec_attentions=outputs.generator_dec_attentions,
-            generator_cross_attentions=outputs.generator_cross_attentions,
-        )
+        return RetrievAugLMMarginOutput(loss=loss, **dict(outputs.items()))
 
     def get_nll(self, seq_logits, doc_scores, target, reduce_loss=False, epsilon=0.0, exclude_bos_score=False,
                 n_docs=None):
@@ -310,11 +284,3 @@ class TFRagSequenceForGeneration(TFRagPreTrainedModel):
             drop = tf.cast(tf.gather(all_bos, example), tf.float32)
             weights = weights * (1.0 - drop[:, None] * tf.one_hot(0, tf.shape(target)[1])[None, :])
         return tf.reduce_sum(token_lp * weights, axis=1)
-
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        self.built = True
-        with tf.name_scope(self.rag.name):
-            self.rag.build(None)
-

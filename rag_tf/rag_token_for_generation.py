@@ -8,17 +8,15 @@ import numpy as np
 import tensorflow as tf
 from transformers.generation.tf_utils import TFBeamSearchEncoderDecoderOutput, TFGreedySearchEncoderDecoderOutput
 
-from rag_core.arguments import check_labels, generator_max_positions, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.arguments import RagInputError, resolve, resolve_bos_token_id, resolve_n_docs
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
-from . import generation_utils
-from . import decoding, losses
-from .rag_model import TFRagModel
-from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
+from . import decoding, generation_utils, losses
+from .rag_pretrained_model import _TFRagHead, unpack_mapping_input
 
 
-class TFRagTokenForGeneration(TFRagPreTrainedModel):
+class TFRagTokenForGeneration(_TFRagHead):
     """RAG-Token: p(y|x) = prod_t sum_z p(z|x) p(y_t|x,z,y_<t).
 
         >>> model = TFRagTokenForGeneration(config, retriever=retriever)           # doctest: +SKIP
@@ -33,39 +31,16 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
 
     load_weight_prefix = "tf_rag_token_for_generation_1/rag"
 
-    def __init__(self, config: Optional[RagConfig] = None, question_encoder=None, generator=None, retriever=None,
-                 **kwargs):
-        if config is None:
-            if question_encoder is None or generator is None:
-                raise ValueError("TFRagTokenForGeneration needs a config, or both a question_encoder and a generator")
-            config = RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
-        super().__init__(config, **kwargs)
-        # === Submodules ===
-        self.rag = TFRagModel(config=config, question_encoder=question_encoder, generator=generator,
-                              retriever=retriever, load_weight_prefix=self.load_weight_prefix, name="rag")
-
-    def set_retriever(self, retriever: Any) -> None:
-        self.rag.set_retriever(retriever)
-
-    def set_context_encoder_for_training(self, ctx_encoder) -> None:
-        self.rag.set_context_encoder_for_training(ctx_encoder)
-
-    @property
-    def retriever(self):
-        return self.rag.retriever
-
-    @property
-    def generator(self):
-        return self.rag.generator
-
-    @property
-    def question_encoder(self):
-        return self.rag.question_encoder
-
-    def marginalize(self, seq_logits, doc_scores, n_docs=None):
-        """`(B*N, T, V)` logits -> `(B, T, V)` log-probabilities marginalised over the passages."""
-        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
-        return losses.marginalize_token_logprobs(seq_logits, doc_scores, n_docs)
+    def __init__(
+        self,
+        config: Optional[RagConfig] = None,
+        question_encoder=None,
+        generator=None,
+        retriever: Any = None,
+        **kwargs,
+    ):
+        super().__init__(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever,
+                         **kwargs)
 
     @unpack_mapping_input
     def call(
@@ -87,13 +62,29 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
         reduce_loss=None,
         labels=None,
         n_docs=None,
+        exclude_bos_score=None,
         training=False,
+        **kwargs,
     ) -> RetrievAugLMMarginOutput:
-        """Forward pass; with `labels`, the RAG-Token loss. `do_marginalize` returns `(B, T, V)` log-probs."""
+        """Forward pass; with `labels`, the RAG-Token loss. `do_marginalize` returns `(B, T, V)` log-probs.
+
+        `**kwargs` are accepted and ignored, as in `rag_pt` (generation utilities pass extra keys)."""
         do_marginalize = resolve(do_marginalize, self.config.do_marginalize)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
+        exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
+        arguments = dict(
+            input_ids=input_ids, attention_mask=attention_mask, encoder_outputs=encoder_outputs,
+            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask, doc_scores=doc_scores, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            output_retrieved=output_retrieved, do_marginalize=do_marginalize, reduce_loss=reduce_loss, labels=labels,
+            n_docs=n_docs, exclude_bos_score=exclude_bos_score, training=training,
+        )
+        if self._call_as_graph(arguments):
+            return self._graph_call(arguments)
         if labels is not None:
-            check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
+            self._check_labels(labels)
             if decoder_input_ids is None:
                 decoder_input_ids = labels
             use_cache = False
@@ -118,33 +109,29 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
         n_docs = outputs.doc_scores.shape[1] or resolve_n_docs(n_docs, self.config.n_docs)
 
         loss = None
-        logits = outputs.logits
         if labels is not None:
             loss = self.get_nll(outputs.logits, outputs.doc_scores, labels, reduce_loss=reduce_loss,
-                                epsilon=self.config.label_smoothing,
-                                exclude_bos_score=self.config.exclude_bos_score, n_docs=n_docs)
+                                epsilon=self.config.label_smoothing, exclude_bos_score=exclude_bos_score,
+                                n_docs=n_docs)
+        fields = dict(outputs.items())
         if do_marginalize:
-            logits = self.marginalize(logits, outputs.doc_scores, n_docs)
+            fields["logits"] = self.marginalize(outputs.logits, outputs.doc_scores, n_docs)
+        return RetrievAugLMMarginOutput(loss=loss, **fields)
 
-        return RetrievAugLMMarginOutput(
-            loss=loss,
-            logits=logits,
-            doc_scores=outputs.doc_scores,
-            past_key_values=outputs.past_key_values,
-            retrieved_doc_embeds=outputs.retrieved_doc_embeds,
-            retrieved_doc_ids=outputs.retrieved_doc_ids,
-            context_input_ids=outputs.context_input_ids,
-            context_attention_mask=outputs.context_attention_mask,
-            question_encoder_last_hidden_state=outputs.question_encoder_last_hidden_state,
-            question_enc_hidden_states=outputs.question_enc_hidden_states,
-            question_enc_attentions=outputs.question_enc_attentions,
-            generator_enc_last_hidden_state=outputs.generator_enc_last_hidden_state,
-            generator_enc_hidden_states=outputs.generator_enc_hidden_states,
-            generator_enc_attentions=outputs.generator_enc_attentions,
-            generator_dec_hidden_states=outputs.generator_dec_hidden_states,
-            generator_dec_attentions=outputs.generator_dec_attentions,
-            generator_cross_attentions=outputs.generator_cross_attentions,
-        )
+    def marginalize(self, seq_logits, doc_scores, n_docs=None):
+        """`(B*N, T, V)` logits -> `(B, T, V)` log-probabilities marginalised over the passages."""
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        return losses.marginalize_token_logprobs(seq_logits, doc_scores, n_docs)
+
+    def get_nll(self, seq_logits, doc_scores, target, reduce_loss=False, epsilon=0.0, exclude_bos_score=False,
+                n_docs=None):
+        """RAG-Token loss of `target` (the labels; shifted left here). `(B,)`, or `()` with `reduce_loss`."""
+        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
+        pad = self.config.generator.pad_token_id
+        return losses.token_nll(
+            seq_logits, doc_scores, losses.shift_targets_left(target, pad), n_docs=n_docs, pad_token_id=pad,
+            bos_token_id=resolve_bos_token_id(self.config), reduce_loss=reduce_loss, epsilon=epsilon,
+            exclude_bos_score=exclude_bos_score)
 
     def generate(
         self,
@@ -186,8 +173,6 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
             self.rag, input_ids, attention_mask, context_input_ids, context_attention_mask, doc_scores, n_docs,
             n_docs_explicit)
         if doc_scores is None:
-            from rag_core.arguments import RagInputError
-
             raise RagInputError("`doc_scores` are required with `context_input_ids` (shape (batch_size, n_docs))")
 
         extra = tuple(logits_processor or ())
@@ -219,20 +204,3 @@ class TFRagTokenForGeneration(TFRagPreTrainedModel):
             return TFBeamSearchEncoderDecoderOutput(sequences=sequences, sequences_scores=result["sequences_scores"],
                                                     scores=result.get("scores"))
         return TFGreedySearchEncoderDecoderOutput(sequences=sequences, scores=result.get("scores"))
-
-    def get_nll(self, seq_logits, doc_scores, target, reduce_loss=False, epsilon=0.0, exclude_bos_score=False,
-                n_docs=None):
-        """RAG-Token loss of `target` (the labels; shifted left here). `(B,)`, or `()` with `reduce_loss`."""
-        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
-        pad = self.config.generator.pad_token_id
-        return losses.token_nll(
-            seq_logits, doc_scores, losses.shift_targets_left(target, pad), n_docs=n_docs, pad_token_id=pad,
-            bos_token_id=resolve_bos_token_id(self.config), reduce_loss=reduce_loss, epsilon=epsilon,
-            exclude_bos_score=exclude_bos_score)
-
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        self.built = True
-        with tf.name_scope(self.rag.name):
-            self.rag.build(None)
