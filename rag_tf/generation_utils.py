@@ -1,5 +1,6 @@
-"""Pieces both TF generation classes use: retrieval for `generate`, the compiled encoder+decoder
-function, and provenance. Private: the public surface is on the model classes."""
+"""Helpers both TF `generate` methods use (the twin of `rag_pt/generation_utils.py`): retrieval or
+checks of the given context, the cached compiled encoder + decoding-loop function, and provenance.
+The decoding loop itself is `decoding.py` (TF only)."""
 
 from __future__ import annotations
 
@@ -72,11 +73,13 @@ def make_decode_function(generator, options: decoding.DecodingOptions, rows_per_
         hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask, return_dict=True,
                          training=False).last_hidden_state
         batch_size = tf.shape(context_input_ids)[0] // rows_per_hypothesis
-        return decoding.run(
+        result = decoding.run(
             generator, hidden, context_attention_mask, options, batch_size, vocab_size,
             rows_per_hypothesis=rows_per_hypothesis, doc_scores=doc_scores if marginalize else None,
             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, logits_processor=logits_processor,
         )
+        result["encoder_hidden"] = hidden  # RAG-Sequence rescoring reuses it instead of encoding again
+        return result
 
     if prefix_allowed_tokens_fn is not None and jit_compile:
         raise ValueError("prefix_allowed_tokens_fn calls Python at every step and cannot run with jit_compile=True")

@@ -177,16 +177,15 @@ class TFRagSequenceForGeneration(_TFRagHead):
         decode = generation_utils.cached_decode_function(
             self, ("sequence", options, jit_compile),
             lambda: generation_utils.make_decode_function(self.generator, options, 1, False, jit_compile))
-        generated = decoding.finalize(decode(context_input_ids, context_attention_mask, None), options)
+        raw = decode(context_input_ids, context_attention_mask, None)
+        generated = decoding.finalize(raw, options)
 
-        # 2. deduplicate and rescore, all examples at once
-        sequences, scores = self._rescore(generated, options, context_input_ids, context_attention_mask, doc_scores,
-                                          n_docs, num_beams, do_deduplication, rescore)
-        # 3. the best per question; fewer unique candidates than asked: pad rows with score -inf
-        top_scores, top = tf.math.top_k(scores, k=num_return_sequences)  # (B, R)
-        chosen = tf.gather(sequences, top, batch_dims=1)
-        chosen = tf.where(tf.math.is_inf(top_scores)[:, :, None], self.config.generator.pad_token_id, chosen)
-        output = tf.reshape(chosen, [-1, tf.shape(sequences)[-1]])
+        # 2. deduplicate, rescore and keep the best, all examples at once, as one cached graph
+        select = generation_utils.cached_decode_function(
+            self, ("sequence-rescore", options, n_docs, num_beams, do_deduplication, rescore, num_return_sequences),
+            lambda: tf.function(self._rescore_and_select, reduce_retracing=True))
+        output, top_scores = select(generated, raw["encoder_hidden"], context_attention_mask, doc_scores, options,
+                                    n_docs, num_beams, do_deduplication, rescore, num_return_sequences)
         if not output_provenance:
             return output
         ids = None if doc_ids is None else np.repeat(np.asarray(doc_ids), num_return_sequences, axis=0)
@@ -198,9 +197,21 @@ class TFRagSequenceForGeneration(_TFRagHead):
             sequences_scores=tf.reshape(top_scores, [-1]),
         )
 
-    def _rescore(self, generated, options, context_input_ids, context_attention_mask, doc_scores, n_docs, num_beams,
+    def _rescore_and_select(self, generated, encoder_states, context_attention_mask, doc_scores, options, n_docs,
+                            num_beams, do_deduplication, rescore, num_return_sequences):
+        """`(B*R, S)` best ids and their `(B, R)` scores; fewer unique candidates than asked: pad rows, -inf."""
+        sequences, scores = self._rescore(generated, options, encoder_states, context_attention_mask, doc_scores,
+                                          n_docs, num_beams, do_deduplication, rescore)
+        top_scores, top = tf.math.top_k(scores, k=num_return_sequences)  # (B, R)
+        chosen = tf.gather(sequences, top, batch_dims=1)
+        chosen = tf.where(tf.math.is_inf(top_scores)[:, :, None], self.config.generator.pad_token_id, chosen)
+        return tf.reshape(chosen, [-1, tf.shape(sequences)[-1]]), top_scores
+
+    def _rescore(self, generated, options, encoder_states, context_attention_mask, doc_scores, n_docs, num_beams,
                  do_deduplication, rescore):
-        """Candidates `(B*N*K, S)` -> (`(B, C, S)` unique candidates, `(B, C)` log p(y|x); -inf = no candidate)."""
+        """Candidates `(B*N*K, S)` -> (`(B, C, S)` unique candidates, `(B, C)` log p(y|x); -inf = no candidate).
+
+        `encoder_states`: `(B*N, L, H)`, the generator's encoder output the decoding already computed."""
         candidates = generated["sequences"]
         length = tf.shape(candidates)[1]
         per_example = n_docs * num_beams
@@ -213,10 +224,6 @@ class TFRagSequenceForGeneration(_TFRagHead):
             [batch, per_example], tf.bool)
         doc_logprobs = tf.nn.log_softmax(doc_scores, axis=1)  # (B, N)
 
-        def encoder_states():  # (B*N, L, H): the generator's encoder once per context
-            return self.generator.get_encoder()(input_ids=context_input_ids, attention_mask=context_attention_mask,
-                                                return_dict=True, training=False).last_hidden_state
-
         if rescore == "fast":
             # the paper's fast decoding: log p(y|x) ~ logsumexp over the passages that produced y of
             # log p(z|x) + log p(y|x,z): the beam's score with its length normalisation undone (as
@@ -225,7 +232,7 @@ class TFRagSequenceForGeneration(_TFRagHead):
                 own = self._beam_logprob_sums(generated, options, candidates)
             else:
                 rows = tf.range(batch * n_docs)
-                own = self._sequence_logliks(encoder_states(), context_attention_mask, candidates, rows, batch * n_docs,
+                own = self._sequence_logliks(encoder_states, context_attention_mask, candidates, rows, batch * n_docs,
                                              exclude_bos=False)
             own = tf.reshape(own, [batch, per_example])
             own = own + tf.repeat(doc_logprobs, num_beams, axis=1)
@@ -246,7 +253,7 @@ class TFRagSequenceForGeneration(_TFRagHead):
         labels = tf.reshape(cands, [-1, length])  # (B*C, S)
         example = tf.repeat(tf.range(batch), width)  # (B*C,)
         rows = tf.reshape(example[:, None] * n_docs + tf.range(n_docs)[None, :], [-1])  # (B*C*N,)
-        logliks = self._sequence_logliks(tf.gather(encoder_states(), rows), tf.gather(context_attention_mask, rows),
+        logliks = self._sequence_logliks(tf.gather(encoder_states, rows), tf.gather(context_attention_mask, rows),
                                          tf.repeat(labels, n_docs, axis=0), tf.repeat(example, n_docs), batch,
                                          valid=tf.repeat(tf.reshape(keep, [-1]), n_docs))
         logliks = tf.reshape(logliks, [batch, width, n_docs]) + doc_logprobs[:, None, :]

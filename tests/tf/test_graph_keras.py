@@ -131,3 +131,39 @@ def test_forward_exports_as_saved_model(token_pair, bart_contexts, bart_labels, 
     got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in args.items()})
     want = ours(**{k: tf.constant(v) for k, v in args.items()}, use_cache=False)
     np.testing.assert_allclose(got["logits"].numpy(), want.logits.numpy(), atol=1e-5)
+
+
+def test_repeated_eager_call_runs_as_cached_graph_with_the_same_results(tiny_retriever, data):
+    """The second eager call with the same options runs the maths after retrieval as one cached graph:
+    same loss, logits, retrieved fields and question-encoder gradients as the op-by-op first call."""
+    model = support.build_ours(support.make_config(), "token", retriever=tiny_retriever("bart"))
+    batch = {k: tf.constant(v) for k, v in data.items()}
+
+    def run():
+        with tf.GradientTape() as tape:
+            out = model(**batch, output_retrieved=True, exclude_bos_score=True)
+            loss = tf.reduce_sum(out.loss)
+        return out, tape.gradient(loss, model.question_encoder.trainable_variables)
+
+    eager, eager_grads = run()
+    assert "_rag_call_function" not in model.__dict__  # a one-off call pays no tracing
+    graph, graph_grads = run()
+    assert model.__dict__["_rag_call_function"].experimental_get_tracing_count() == 1
+    for key in ("loss", "logits", "doc_scores", "question_encoder_last_hidden_state", "retrieved_doc_embeds"):
+        np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), rtol=1e-5, atol=1e-5, err_msg=key)
+    np.testing.assert_array_equal(graph.context_input_ids.numpy(), eager.context_input_ids.numpy())
+    for g_eager, g_graph in zip(eager_grads, graph_grads):
+        if g_eager is not None:
+            np.testing.assert_allclose(tf.convert_to_tensor(g_graph).numpy(), tf.convert_to_tensor(g_eager).numpy(),
+                                       rtol=1e-4, atol=1e-6)
+    model.config.label_smoothing = 0.1  # a config change retraces rather than reusing a stale graph
+    try:
+        smoothed = model(**batch, output_retrieved=True, exclude_bos_score=True)
+        smoothed = model(**batch, output_retrieved=True, exclude_bos_score=True)
+    finally:
+        model.config.label_smoothing = 0.0
+    assert model.__dict__["_rag_call_function"].experimental_get_tracing_count() == 2
+    assert not np.allclose(smoothed.loss.numpy(), graph.loss.numpy())
+    model.run_eagerly = True  # Keras' switch: op by op
+    model(**batch, output_retrieved=True, exclude_bos_score=True)
+    assert model.__dict__["_rag_call_function"].experimental_get_tracing_count() == 2
