@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Optional
 
 from .common import cached_index, record_row, suite_result

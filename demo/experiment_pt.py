@@ -46,7 +46,7 @@ MODEL_LABELS = {"rag_token": "RAG-Token", "rag_sequence": "RAG-Sequence", "basel
 
 def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, progress: bool = True) -> dict:
     import torch
-    from transformers import BartForConditionalGeneration, BertModel
+    from transformers import AutoModelForSeq2SeqLM, BertModel
 
     from rag_pt import RagSequenceForGeneration, RagTokenForGeneration
 
@@ -73,7 +73,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
 
         def fresh_generator():
             torch.manual_seed(settings.seed)  # every model starts from the same generator weights
-            return BartForConditionalGeneration(gen_config)
+            return AutoModelForSeq2SeqLM.from_config(gen_config)
 
         models = {}
         if "rag_token" in settings.models:
@@ -92,7 +92,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     train_labels = g_tok([q.answer for q in kb.train])["input_ids"]
     if models:
         with stages.stage("retrieve for training questions"):
-            contexts = _retrieve(any_rag, q_tok, real_retriever, kb.train, settings)
+            contexts = _retrieve(any_rag, q_tok, real_retriever, kb.train, settings.train_n_docs)
 
     # === Training ===
     for name, model in models.items():
@@ -146,7 +146,7 @@ def _encode(model, q_tok, questions: list[Question], batch_size: int = 256):
     return ids, vectors
 
 
-def _retrieve(model, q_tok, retriever, questions: list[Question], settings: Settings) -> dict:
+def _retrieve(model, q_tok, retriever, questions: list[Question], n_docs: int) -> dict:
     """Contexts and passage scores of every question, from the library's retriever."""
     import torch
 
@@ -154,7 +154,7 @@ def _retrieve(model, q_tok, retriever, questions: list[Question], settings: Sett
 
     rows_ids, rows_scores = [], []
     for ids, vectors in zip(*_encode(model, q_tok, questions)):
-        out = retriever(ids, vectors, n_docs=settings.n_docs)
+        out = retriever(ids, vectors, n_docs=n_docs)
         scores = score_documents(torch.from_numpy(vectors), torch.from_numpy(out["retrieved_doc_embeds"]), torch.from_numpy(out["doc_ids"]))
         mask = out["context_attention_mask"].astype(bool)
         rows_ids += [row[m].tolist() for row, m in zip(out["context_input_ids"], mask)]
@@ -201,7 +201,7 @@ def _loop(loss_fn, params, n: int, settings: Settings, steps: int, progress: boo
 def _train_rag(model, contexts: dict, train_labels: list, settings: Settings, progress: bool, label: str) -> list[float]:
     import torch
 
-    n_docs, pad = settings.n_docs, model.config.generator.pad_token_id
+    n_docs, pad = settings.train_n_docs, model.config.generator.pad_token_id
     rows, doc_scores = contexts["context_rows"], torch.from_numpy(contexts["doc_scores"])
 
     def loss_fn(idx):
@@ -268,6 +268,7 @@ def _predict_rag(model, q_tok, g_tok, questions: list[Question], settings: Setti
                 attention_mask=batch["attention_mask"],
                 num_beams=1,
                 max_new_tokens=settings.max_answer_tokens,
+                n_docs=settings.n_docs,
                 output_provenance=True,
                 **extra,
             )

@@ -51,7 +51,9 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
 
     from rag_tf import TFRagTokenForGeneration
 
-    tf.keras.utils.set_random_seed(settings.seed) if hasattr(tf.keras.utils, "set_random_seed") else tf.random.set_seed(settings.seed)
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(settings.seed)  # Python, numpy and TensorFlow
     results: dict = {"framework": "tf", "models": {}, "hot_swap": {}, "recall": {}}
 
     # === MiniLM in TensorFlow, through the library's converter ===
@@ -82,7 +84,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         baseline = TFAutoModelForSeq2SeqLM.from_config(gen_config)
 
     with stages.stage("retrieve for training questions"):
-        contexts = _retrieve(model, q_tok, real_retriever, kb.train, settings)
+        contexts = _retrieve(model, q_tok, real_retriever, kb.train, settings.train_n_docs)
     train_labels = g_tok([q.answer for q in kb.train])["input_ids"]
 
     # === Training with Keras fit ===
@@ -155,13 +157,13 @@ def _encode(model, q_tok, questions: list[Question], batch_size: int = 256):
     return ids, np.concatenate(vectors)
 
 
-def _retrieve(model, q_tok, retriever, questions: list[Question], settings: Settings) -> dict:
+def _retrieve(model, q_tok, retriever, questions: list[Question], n_docs: int) -> dict:
     ids, vectors = _encode(model, q_tok, questions)
     rows, scores, start = [], [], 0
     for chunk in ids:
         chunk_vectors = vectors[start : start + len(chunk)]
         start += len(chunk)
-        out = retriever(chunk, chunk_vectors, n_docs=settings.n_docs)
+        out = retriever(chunk, chunk_vectors, n_docs=n_docs)
         mask = out["context_attention_mask"].astype(bool)
         rows += [row[m].tolist() for row, m in zip(out["context_input_ids"], mask)]
         scores.append(np.einsum("bd,bnd->bn", chunk_vectors, out["retrieved_doc_embeds"]))
@@ -171,7 +173,7 @@ def _retrieve(model, q_tok, retriever, questions: list[Question], settings: Sett
 # === Training ===
 def _rag_batches(contexts: dict, train_labels: list, settings: Settings):
     """The same batches as the PyTorch run, as fixed-width arrays (one graph for all steps)."""
-    n_docs, pad = settings.n_docs, 1
+    n_docs, pad = settings.train_n_docs, 1
     rows, scores = contexts["context_rows"], contexts["doc_scores"]
     width = max(len(r) for r in rows)
     label_width = max(len(r) for r in train_labels)
@@ -219,12 +221,17 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
     )
 
     class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
+        """`common.learning_rate` in TensorFlow ops (checked against it below)."""
+
         def __call__(self, step):
             step = tf.cast(step, tf.float32)
             warm = tf.minimum(1.0, (step + 1.0) / settings.warmup_steps)
-            return settings.learning_rate * warm * tf.maximum(0.1, 1.0 - step / steps)
+            start = settings.decay_from * steps
+            decay = tf.where(step < start, 1.0, tf.maximum(0.1, 1.0 - 0.9 * (step - start) / max(1.0, steps - start)))
+            return settings.learning_rate * warm * decay
 
-    assert abs(float(Schedule()(tf.constant(0))) - learning_rate(0, settings, steps)) < 1e-9
+    for probe in (0, steps // 2, steps - 1):
+        assert abs(float(Schedule()(tf.constant(probe))) - learning_rate(probe, settings, steps)) < 1e-6
     model.compile(optimizer=tf_keras.optimizers.AdamW(learning_rate=Schedule(), weight_decay=0.01, global_clipnorm=1.0))
     curve: list[float] = []
     bar = tqdm(total=steps, desc=f"fit {label}", unit="step", disable=not progress, dynamic_ncols=True)
@@ -252,6 +259,7 @@ def _predict_rag(model, q_tok, g_tok, questions: list[Question], settings: Setti
             attention_mask=batch["attention_mask"],
             num_beams=1,
             max_new_tokens=settings.max_answer_tokens,
+            n_docs=settings.n_docs,
             output_provenance=True,
         )
         predictions += g_tok.batch_decode(np.asarray(out.sequences), skip_special_tokens=True)

@@ -5,7 +5,9 @@ Every subdivision becomes one passage,
     "Bayern is a state of Germany. Its ISO 3166-2 code is DE-BY."
 
 and, when its name is unambiguous, two questions: "Which country is Bayern in?" -> "Germany" and
-"What is the ISO code of Bayern?" -> "DE-BY". Regions (not questions) are split, so a held-out
+"What is the code of Bayern?" -> "DE-BY". (Not "What is the ISO code of ...": with the word "ISO"
+MiniLM ranks the asked region's passage first for 88% of the held-out code questions, without it
+for 95%; 76% vs 94% in the counterfactual world. Measured for this demo.) Regions (not questions) are split, so a held-out
 question is about a region that no training question mentions: the only way to answer it is to
 read the retrieved passage.
 
@@ -159,7 +161,7 @@ def load_regions(countries: tuple[str, ...] | None = None) -> list[Region]:
 def questions_for(index: int, region: Region) -> list[Question]:
     return [
         Question(f"Which country is {region.name} in?", region.country, index, "country"),
-        Question(f"What is the ISO code of {region.name}?", region.code, index, "code"),
+        Question(f"What is the code of {region.name}?", region.code, index, "code"),
     ]
 
 

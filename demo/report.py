@@ -135,7 +135,7 @@ def write_plot(results: dict, path: str) -> str:
     ax_em.set_xticklabels(["\n".join(textwrap.wrap(b, 16)) for b in bars], fontsize=8)
     ax_em.set_ylim(0, 1)
     ax_em.set_ylabel("held-out exact match")
-    ax_em.set_title("held-out exact match (hot swap: answers following the new index)")
+    ax_em.set_title("held-out exact match (hot swap: share following the new index)", fontsize=10)
     for i, v in enumerate(values):
         ax_em.text(i, v + 0.02, f"{100 * v:.0f}%", ha="center", fontsize=9)
     framework = "PyTorch" if results["framework"] == "pt" else "TensorFlow"

@@ -25,7 +25,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the whole path on a slice of the data (under a minute)")
     parser.add_argument("--output-dir", default="demo_output", help="cache, results and plot (default: demo_output/)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 600, quick 250)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1500, quick 400)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the framework (default: its own)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)

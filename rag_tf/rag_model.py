@@ -164,14 +164,8 @@ class TFRagModel(TFRagPreTrainedModel):
             context_attention_mask = retrieved["context_attention_mask"]
             doc_scores = retrieved["doc_scores"]
         elif encoder_outputs is None:
-            n_docs = check_context_inputs(
-                n_docs=n_docs,
-                context_input_ids_shape=_static_shape(context_input_ids),
-                context_attention_mask_shape=_static_shape(context_attention_mask),
-                doc_scores_shape=_static_shape(doc_scores),
-                batch_size=None if input_ids is None else _static_shape(input_ids)[0],
-                n_docs_explicit=n_docs_explicit,
-            )
+            n_docs = self._check_context(input_ids, context_input_ids, context_attention_mask, doc_scores, n_docs,
+                                         n_docs_explicit)
         elif doc_scores is None:
             raise RagInputError("`doc_scores` are required when `encoder_outputs` are given")
 
@@ -206,6 +200,18 @@ class TFRagModel(TFRagPreTrainedModel):
             generator_cross_attentions=gen_outputs.cross_attentions,
         )
         return add_retrieved_fields(outputs, retrieved, output_retrieved)
+
+    def _check_context(self, input_ids, context_input_ids, context_attention_mask, doc_scores, n_docs: int,
+                       n_docs_explicit: bool) -> int:
+        """Check given context tensors against each other and `n_docs` (static shapes); the batch size."""
+        return check_context_inputs(
+            n_docs=n_docs,
+            context_input_ids_shape=_static_shape(context_input_ids),
+            context_attention_mask_shape=_static_shape(context_attention_mask),
+            doc_scores_shape=_static_shape(doc_scores),
+            batch_size=None if input_ids is None else _static_shape(input_ids)[0],
+            n_docs_explicit=n_docs_explicit,
+        )
 
     def _has_to_retrieve(self, context_input_ids, context_attention_mask, doc_scores, encoder_outputs) -> bool:
         return (

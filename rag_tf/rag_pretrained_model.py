@@ -213,6 +213,14 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
             arguments.update(context_input_ids=retrieved["context_input_ids"], n_docs=n_docs,
                              context_attention_mask=retrieved["context_attention_mask"],
                              doc_scores=retrieved["doc_scores"])
+        else:
+            # bad input fails here, eagerly and with the concrete shapes, not inside the trace (whose
+            # shapes are relaxed to None once a second shape was seen)
+            rag._check_context(arguments["input_ids"], arguments["context_input_ids"],
+                               arguments["context_attention_mask"], arguments["doc_scores"],
+                               resolve(arguments["n_docs"], self.config.n_docs), arguments["n_docs"] is not None)
+        if arguments.get("labels") is not None:
+            self._check_labels(arguments["labels"])
         tensors, static = {}, {}
         for name, value in arguments.items():
             if value is None or isinstance(value, (bool, int, float, str)):
@@ -221,7 +229,9 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
                 tensors[name] = tf.convert_to_tensor(value)
         function = self.__dict__.get("_rag_call_function")
         if function is None:
-            function = tf.function(self._call_given_context, reduce_retracing=True)
+            # autograph off: `call` has no tensor-dependent Python branches, and errors raised while
+            # tracing then reach the caller as they are (RagInputError, not a StagingError)
+            function = tf.function(self._call_given_context, reduce_retracing=True, autograph=False)
             self.__dict__["_rag_call_function"] = function  # untracked: not part of checkpoints
         outputs = function(tensors, tuple(sorted(static.items())), self._static_arguments(arguments))
         return add_retrieved_fields(outputs, retrieved, bool(resolve(arguments["output_retrieved"],
@@ -230,6 +240,9 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
     def _call_given_context(self, tensors: dict, static: tuple, key: tuple):
         del key  # only part of the trace key: a changed config or retriever retraces
         return self.call(**tensors, **dict(static))
+
+    def _check_labels(self, labels) -> None:
+        check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
 
     def _reset_compiled_functions(self) -> None:
         """Forget traced graphs (they captured the variables of the time): after swapping sub-layers."""
@@ -364,9 +377,6 @@ class _TFRagHead(TFRagPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self._reset_compiled_functions()
         return self.rag.generator.set_output_embeddings(new_embeddings)
-
-    def _check_labels(self, labels) -> None:
-        check_labels(tuple(labels.shape), generator_max_positions(self.config.generator))
 
     def build(self, input_shape=None):
         if self.built:

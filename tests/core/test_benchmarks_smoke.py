@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from benchmarks import common, run_all
+from benchmarks import common, report, run_all
 
 def test_case_ratio_is_original_over_ours_and_checks_the_target():
     row = common.case("RAG-Token generate greedy", 0.25, 1.0, target=2.0, items=160, items_unit="tokens")
@@ -62,7 +62,7 @@ def fake_results():
 
 
 def test_results_markdown_has_ratio_target_and_verdict_columns():
-    md = run_all.write_markdown(fake_results())
+    md = report.write_markdown(fake_results())
     assert "| pt | train step RAG-Token (fwd+bwd) | 400.0 ms (100 passages/s) | 820.0 ms (49 passages/s) | 2.05x | >= 1.5x | met |" in md
     assert "| RAG-Sequence generate beam 4 | 2.00 s | 5.20 s | 2.60x | >= 4x | **missed** |" in md
     assert "RAG-Token generate beam 4 — RuntimeError: boom" in md and "not run" in md
