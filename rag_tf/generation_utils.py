@@ -5,7 +5,7 @@ The decoding loop itself is `decoding.py` (TF only)."""
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf

@@ -76,7 +76,8 @@ def _members(name, packages):
     rag_pt, rag_tf = packages
     pt_cls, tf_cls = getattr(rag_pt, name), getattr(rag_tf, "TF" + name)
     tf_only = set(TOLERANCES["tf_only_members"].names)
-    pt_members = [PT_TO_TF_METHOD.get(m, m) for m in _own_members(pt_cls, "rag_pt")]
+    pt_only = set(TOLERANCES["pt_only_members"].names)
+    pt_members = [PT_TO_TF_METHOD.get(m, m) for m in _own_members(pt_cls, "rag_pt") if m not in pt_only]
     tf_members = [m for m in _own_members(tf_cls, "rag_tf") if m not in tf_only]
     return pt_cls, tf_cls, pt_members, tf_members
 
