@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Optional
@@ -44,7 +43,7 @@ class Settings:
     layers: int = 2
     heads: int = 8
     ffn_dim: int = 512
-    batch_size: int = 16
+    batch_size: int = 32
     train_steps: int = 1500
     baseline_steps: Optional[int] = None  # None: the same number of steps as RAG (the fair comparison)
     learning_rate: float = 1e-3
@@ -54,10 +53,11 @@ class Settings:
     max_answer_tokens: int = 16
     recall_k: tuple = (1, 5)
     models: tuple = ("rag_token", "rag_sequence", "baseline")
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # training processes
 
     @classmethod
     def for_run(cls, quick: bool, seed: int, **overrides) -> "Settings":
-        small = dict(train_steps=400) if quick else {}
+        small = dict(train_steps=250, batch_size=16) if quick else {}
         small.update({k: v for k, v in overrides.items() if v is not None})
         return cls(quick=quick, seed=seed, **small)
 
@@ -191,11 +191,6 @@ def exact_match(predictions: list[str], answers: list[str]) -> float:
     if not answers:
         return float("nan")
     return float(np.mean([normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers)]))
-
-
-def clean_dir(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
 
 
 # === Indexes ===
@@ -378,7 +373,12 @@ def score_predictions(
         samples.append(
             {"question": questions[i].question, "prediction": normalize_answer(predictions[i]), "answer": answers[i], "top_passage": top}
         )
-    return {"em": exact_match(predictions, answers), "em_by_kind": by_kind, "samples": samples}
+    return {
+        "em": exact_match(predictions, answers),
+        "em_by_kind": by_kind,
+        "samples": samples,
+        "predictions": [normalize_answer(p) for p in predictions],  # for results-*.json, not printed
+    }
 
 
 def recall_at_k(retriever, question_vectors: np.ndarray, questions: list[Question], ks) -> dict:

@@ -73,6 +73,8 @@ def format_table(results: dict) -> str:
         for stage, seconds in timings.items():
             out.append(f"  {stage:<42}{seconds:8.1f} s   [{cpu.get(stage, float('nan')):7.1f} s]")
         out.append(f"  {'total':<42}{results.get('total_seconds', sum(timings.values())):8.1f} s")
+        if any(stage.startswith("  ") for stage in timings):
+            out.append("  (indented: each model's training in its own process, inside the stage above it)")
     checks = check_targets(results)
     if checks:
         out.append("-" * 100)
@@ -95,9 +97,11 @@ def check_targets(results: dict) -> list[tuple[str, bool]]:
     if "rag_token" in swap:
         share = swap["rag_token"]["follow_new"]
         checks.append((f"hot swap: {_pct(share).strip()} of RAG-Token answers follow the new index (>= {TARGETS['hot_swap']:.0%})", share >= TARGETS["hot_swap"]))
-    if results.get("framework") == "pt" and not results.get("quick") and "total_seconds" in results:
+    if not results.get("quick") and "total_seconds" in results:
         total = results["total_seconds"]
-        checks.append((f"run time {total:.0f} s <= {TARGETS['pt_seconds']:.0f} s (2 cores)", total <= TARGETS["pt_seconds"]))
+        # the TF run may take 1.5x the PyTorch budget (issue 6)
+        limit = TARGETS["pt_seconds"] * (1.0 if results.get("framework") == "pt" else 1.5)
+        checks.append((f"run time {total:.0f} s <= {limit:.0f} s (2 cores)", total <= limit))
     return checks
 
 

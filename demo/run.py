@@ -25,8 +25,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the whole path on a slice of the data (under a minute)")
     parser.add_argument("--output-dir", default="demo_output", help="cache, results and plot (default: demo_output/)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1500, quick 400)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1500, quick 250)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the framework (default: its own)")
+    parser.add_argument("--workers", type=int, default=None, help="PyTorch models trained side by side (default: 2 on 2+ cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -63,7 +64,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     from .knowledge import build_knowledge
     from .report import format_table, write_plot
 
-    settings = Settings.for_run(args.quick, args.seed, train_steps=args.steps)
+    settings = Settings.for_run(args.quick, args.seed, train_steps=args.steps, workers=args.workers)
     seed_everything(settings.seed)
     stages = Stages()
     cache_dir = os.path.join(args.output_dir, "cache")
