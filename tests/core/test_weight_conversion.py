@@ -7,17 +7,28 @@ in both frameworks) is tested in tests/cross/test_conversion.py.
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
 from rag_core import weight_conversion as wc
-from rag_core.convert import convert_checkpoint, convert_question_encoder, read_tf_weights, write_pt_weights
+from rag_core.convert import (
+    convert_checkpoint,
+    convert_question_encoder,
+    converted_checkpoint,
+    read_torch_zip,
+    read_tf_weights,
+    write_pt_weights,
+)
 from tests.harness.configs import COMBINATIONS, tiny_bert_config, tiny_rag_config
 
 ARCHITECTURES = ["RagModel", "RagSequenceForGeneration", "RagTokenForGeneration"]
@@ -40,6 +51,77 @@ def _write_checkpoint(folder, config, architecture, seed=0, **weight_kwargs):
     weights = _random_weights(entries, seed, **weight_kwargs)
     write_pt_weights(folder, weights)
     return entries, weights
+
+
+class _Global:
+    """A global written by name (`torch._utils._rebuild_tensor_v2`, `torch.FloatStorage`), without torch."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, *args):  # pickle only asks that a reduce function be callable
+        raise NotImplementedError
+
+
+class _TorchZipPickler(pickle._Pickler):
+    """Pickles a state dict of float32 arrays as `torch.save` does (storages as persistent ids)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch[_Global] = lambda self, obj: self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+
+    def __init__(self, file, storages):
+        super().__init__(file, protocol=2)
+        self.storages = storages
+
+    def persistent_id(self, obj):
+        if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "storage-key":
+            key = obj[1]
+            return ("storage", _Global("torch", "FloatStorage"), key, "cpu", self.storages[key].size)
+        return None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.ndarray):
+            key = str(len(self.storages))
+            self.storages[key] = np.ascontiguousarray(obj, dtype="<f4")
+            stride = tuple(s // 4 for s in self.storages[key].strides)
+            rebuild = _Global("torch._utils", "_rebuild_tensor_v2")
+            return rebuild, (("storage-key", key), 0, obj.shape, stride, False, collections.OrderedDict())
+        return NotImplemented
+
+
+def _write_torch_zip(path, weights=None, data_pkl=None):
+    """A `pytorch_model.bin` in torch's zip layout, written without torch: `weights` as tensors, or
+    the raw pickle `data_pkl`."""
+    storages = {}
+    if data_pkl is None:
+        buffer = io.BytesIO()
+        _TorchZipPickler(buffer, storages).dump(collections.OrderedDict(weights))
+        data_pkl = buffer.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        for key, value in storages.items():
+            archive.writestr(f"archive/data/{key}", value.tobytes())
+        archive.writestr("archive/version", "3\n")
+
+
+def _write_bin_checkpoint(folder, config, architecture, sharded=False):
+    """A RAG checkpoint with only `pytorch_model.bin` (or two shards and their index), tied copies included."""
+    entries = wc.rag_entries(config.question_encoder, config.generator, architecture)
+    os.makedirs(folder, exist_ok=True)
+    config.architectures = [architecture]
+    config.save_pretrained(folder)
+    weights = _random_weights(entries, aliases=True)
+    if not sharded:
+        _write_torch_zip(folder / "pytorch_model.bin", weights)
+        return weights
+    names = sorted(weights)
+    shards = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}
+    for shard, shard_names in shards.items():
+        _write_torch_zip(folder / shard, {n: weights[n] for n in shard_names})
+    index = {"metadata": {}, "weight_map": {n: shard for shard, ns in shards.items() for n in ns}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return weights
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -182,6 +264,76 @@ def test_the_destination_is_never_left_half_written(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["pt", "tf"]
 
 
+# === Pickle (pytorch_model.bin) only on request ===
+PICKLE_REFUSED = (
+    r"is a pickle \(torch.save format\) and is not read by default.*"
+    r"Re-save the checkpoint as safetensors \(in PyTorch, `model.save_pretrained\(dir\)` writes model.safetensors\)"
+    r".*allow_pickle=True.*--allow-pickle"
+)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["bin", "sharded-bin"])
+def test_a_bin_only_checkpoint_is_refused_by_default_and_nothing_is_written(tmp_path, monkeypatch, sharded):
+    import rag_core.convert as convert
+
+    config = tiny_rag_config("dpr", "bart")
+    weights = _write_bin_checkpoint(tmp_path / "pt", config, "RagTokenForGeneration", sharded=sharded)
+    name = "pytorch_model.bin.index.json" if sharded else "pytorch_model.bin"
+
+    def no_unpickling(path):
+        raise AssertionError(f"{path} was unpickled without allow_pickle=True")
+
+    monkeypatch.setattr(convert, "read_torch_zip", no_unpickling)
+    with pytest.raises(wc.WeightConversionError, match=PICKLE_REFUSED) as refused:
+        convert_checkpoint(tmp_path / "pt", tmp_path / "tf", to="tf")
+    assert str(tmp_path / "pt" / name) in str(refused.value)
+    with pytest.raises(wc.WeightConversionError, match=PICKLE_REFUSED):
+        with converted_checkpoint(tmp_path / "pt", to="tf"):
+            pass
+    # and when config.json records no architecture (read from the weight names), still no pickle
+    config.architectures = None
+    config.save_pretrained(tmp_path / "pt")
+    with pytest.raises(wc.WeightConversionError, match=PICKLE_REFUSED):
+        convert_checkpoint(tmp_path / "pt", tmp_path / "tf", to="tf")
+    assert sorted(os.listdir(tmp_path)) == ["pt"]  # no destination, no staging directory left
+
+    # with the opt-in, the restricted unpickler reads it (also to find the architecture)
+    monkeypatch.undo()
+    convert_checkpoint(tmp_path / "pt", tmp_path / "tf", to="tf", allow_pickle=True)
+    convert_checkpoint(tmp_path / "tf", tmp_path / "back", to="pt")
+    back = load_file(tmp_path / "back" / "model.safetensors")
+    assert back and all(back[n].tobytes() == weights[n].tobytes() for n in back)
+    assert not any(n.endswith(".bin") for n in os.listdir(tmp_path / "tf"))
+    with converted_checkpoint(tmp_path / "pt", to="tf", allow_pickle=True) as converted:
+        assert (converted / "tf_model.h5").is_file()
+
+
+def test_a_bin_only_question_encoder_is_refused_by_default(tmp_path):
+    config = tiny_bert_config()
+    config.save_pretrained(tmp_path / "bert")
+    entries = wc.question_encoder_entries(config)
+    _write_torch_zip(tmp_path / "bert" / "pytorch_model.bin", _random_weights(entries, aliases=True))
+    with pytest.raises(wc.WeightConversionError, match=PICKLE_REFUSED):
+        convert_question_encoder(tmp_path / "bert", tmp_path / "bert-tf")
+    assert not (tmp_path / "bert-tf").exists()
+    convert_question_encoder(tmp_path / "bert", tmp_path / "bert-tf", allow_pickle=True)
+    assert (tmp_path / "bert-tf" / "tf_model.h5").is_file()
+
+
+@pytest.mark.parametrize("module,name", [("os", "system"), ("posix", "system"), ("builtins", "eval")])
+def test_the_tensor_only_unpickler_refuses_other_globals_even_when_pickle_is_allowed(tmp_path, module, name):
+    marker = tmp_path / "pwned"
+    payload = f"import os; os.system('touch {marker}')" if name == "eval" else f"touch {marker}"
+    data_pkl = f"c{module}\n{name}\n(V{payload}\ntR.".encode()  # protocol 0: module.name(payload)
+    tiny_rag_config("dpr", "bart").save_pretrained(tmp_path / "pt")
+    _write_torch_zip(tmp_path / "pt" / "pytorch_model.bin", data_pkl=data_pkl)
+    with pytest.raises(wc.WeightConversionError, match=f"refusing to load {module}.{name}: only tensors"):
+        read_torch_zip(tmp_path / "pt" / "pytorch_model.bin")
+    with pytest.raises(wc.WeightConversionError, match=f"refusing to load {module}.{name}"):
+        convert_checkpoint(tmp_path / "pt", tmp_path / "tf", to="tf", allow_pickle=True)
+    assert not marker.exists() and not (tmp_path / "tf").exists()
+
+
 def test_question_encoder_conversion_refuses_a_rag_checkpoint(tmp_path):
     _write_checkpoint(tmp_path / "pt", tiny_rag_config(), "RagTokenForGeneration")
     with pytest.raises(wc.WeightConversionError, match="use convert_checkpoint"):
@@ -205,3 +357,31 @@ def test_command_converts_without_torch_or_tensorflow(tmp_path):
     assert (tmp_path / "tf" / "tf_model.h5").is_file()
     refused = run("--to", "tf", str(tmp_path / "pt"), str(tmp_path / "tf"))
     assert refused.returncode == 1 and "already exists" in refused.stderr
+
+
+def test_command_reads_a_bin_only_with_allow_pickle(tmp_path):
+    weights = _write_bin_checkpoint(tmp_path / "pt", tiny_rag_config("dpr", "bart"), "RagTokenForGeneration")
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'tensorflow', 'tf_keras', 'keras'): sys.modules[name] = None\n"
+        "from rag_core.convert import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    refused = run("--to", "tf", str(tmp_path / "pt"), str(tmp_path / "tf"))
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "error: " in refused.stderr and "Traceback" not in refused.stderr
+    assert str(tmp_path / "pt" / "pytorch_model.bin") in refused.stderr
+    assert "is a pickle" in refused.stderr and "not read by default" in refused.stderr
+    assert "model.save_pretrained(dir)" in refused.stderr and "--allow-pickle" in refused.stderr
+    assert sorted(os.listdir(tmp_path)) == ["pt"]
+
+    ok = run("--to", "tf", "--allow-pickle", str(tmp_path / "pt"), str(tmp_path / "tf"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (tmp_path / "tf" / "tf_model.h5").is_file()
+    convert_checkpoint(tmp_path / "tf", tmp_path / "back", to="pt")
+    back = load_file(tmp_path / "back" / "model.safetensors")
+    assert back and all(back[n].tobytes() == weights[n].tobytes() for n in back)

@@ -156,25 +156,42 @@ def test_from_pretrained_across_frameworks_in_one_step(checkpoints, generator):
     _assert_pt_model_holds(pt_model, pt_weights)
 
 
-def test_pytorch_bin_converts_without_torch_reading_it(tmp_path):
-    """`pytorch_model.bin` (all tied copies stored) is read by the restricted unpickler."""
+def test_pytorch_bin_converts_without_torch_reading_it_only_with_allow_pickle(tmp_path):
+    """`pytorch_model.bin` (all tied copies stored) is a pickle: refused by default, read by the
+    restricted unpickler with `allow_pickle=True` (the converter and `from_pretrained(from_pt=True)`)."""
     import torch
 
     import rag_pt
+    import rag_tf
     from rag_core.convert import read_torch_zip
 
     torch.manual_seed(0)
     model = rag_pt.RagTokenForGeneration(tiny_rag_config("dpr", "bart"))
     model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir() if "model" in p.name) == ["pytorch_model.bin"]
     state = read_torch_zip(tmp_path / "bin" / "pytorch_model.bin")
     reference = torch.load(tmp_path / "bin" / "pytorch_model.bin", weights_only=True)
     assert sorted(state) == sorted(reference)
     for name, value in reference.items():
         assert_close("weights", state[name], value.numpy(), name)
-    convert_checkpoint(tmp_path / "bin", tmp_path / "tf", to="tf")
+
+    refused = r"pytorch_model.bin is a pickle .*not read by default.*model.save_pretrained\(dir\).*allow_pickle=True"
+    with pytest.raises(wc.WeightConversionError, match=refused):
+        convert_checkpoint(tmp_path / "bin", tmp_path / "tf", to="tf")
+    with pytest.raises(wc.WeightConversionError, match=refused):
+        rag_tf.TFRagTokenForGeneration.from_pretrained(tmp_path / "bin", from_pt=True)
+    assert not (tmp_path / "tf").exists()
+
+    convert_checkpoint(tmp_path / "bin", tmp_path / "tf", to="tf", allow_pickle=True)
     convert_checkpoint(tmp_path / "tf", tmp_path / "pt", to="pt")
     for name, value in load_file(tmp_path / "pt" / "model.safetensors").items():
         assert_close("weights", value, state[name], name)
+
+    # one step: the opt-in goes to the converter, not to the loader
+    entries = _entries(model.config, "token")
+    tf_model = rag_tf.TFRagTokenForGeneration.from_pretrained(tmp_path / "bin", from_pt=True, allow_pickle=True)
+    _assert_tf_model_holds(tf_model, state, entries)
+    assert tf_model.config.name_or_path == str(tmp_path / "bin")
 
 
 def test_packaged_minilm_becomes_a_tf_question_encoder(tmp_path, question_encoder_tokenizer):
