@@ -38,7 +38,7 @@ class Settings:
     train_n_docs: int = 2  # passages per question in training: half the generator's work of 4
     max_combined_length: int = 64
     generator: str = "t5"  # "t5" or "bart"
-    generator_vocab: int = 2000  # keeps country names and codes whole (' Argentina', ' AR')
+    generator_vocab: int = 6000  # with ANSWER_BOOST: codes as 3 tokens (' DE', '-', 'BY'), countries whole
     d_model: int = 128
     layers: int = 2
     heads: int = 8
@@ -49,11 +49,20 @@ class Settings:
     learning_rate: float = 1e-3
     warmup_steps: int = 50
     decay_from: float = 0.7  # constant rate until this share of the steps, then linear decay to 10%
+    # Counterfactual augmentation (Longpre et al., 2021): train on every question twice, once in the
+    # real world and once in `kb.training_world` (its own index, passages and answers).
+    augment: bool = True
     eval_batch_size: int = 64
     max_answer_tokens: int = 16
     recall_k: tuple = (1, 5)
     models: tuple = ("rag_token", "rag_sequence", "baseline")
-    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))  # training processes
+    # PyTorch training processes at once; None: one per model on 2+ cores (three processes on two
+    # cores end sooner than two and then one: the baseline is a third of a RAG model's work)
+    workers: Optional[int] = None
+
+    def __post_init__(self):
+        if self.workers is None:
+            self.workers = len(self.models) if (os.cpu_count() or 1) >= 2 else 1
 
     @classmethod
     def for_run(cls, quick: bool, seed: int, **overrides) -> "Settings":
@@ -129,11 +138,23 @@ def question_tokenizer():
 def generator_corpus(kb: KnowledgeBase, question_tok) -> list[str]:
     """What the generator reads and writes: passages of both worlds, questions as the retriever
     hands them over (decoded by the uncased question tokenizer), and the answers."""
-    texts = [f"{p['title']}{TITLE_SEP}{p['text']}" for p in kb.passages + kb.counterfactual_passages]
+    worlds = kb.passages + kb.counterfactual_passages + kb.training_world_passages
+    texts = [f"{p['title']}{TITLE_SEP}{p['text']}" for p in worlds]
     questions = [q.question for q in kb.train + kb.heldout]
     texts += questions
     texts += [question_tok.decode(ids, skip_special_tokens=True) for ids in question_tok(questions)["input_ids"]]
     return texts
+
+
+# How often each answer ("DE-BY", "Germany") is added to the tokenizer's training text: enough for
+# BPE to learn it whole, so that almost every code is three tokens (" DE", "-", "BY") and almost
+# every country one: the generator copies one token from the passage where it would otherwise
+# have to copy a run of letters in order (which a 2-layer model gets wrong: "AZ-GOR" -> "AZ-OR").
+ANSWER_BOOST = 8
+
+
+def answer_pieces(kb: KnowledgeBase) -> list[str]:
+    return [f" {a}" for r in kb.regions + kb.counterfactual + kb.training_world for a in (r.code, r.country)]
 
 
 def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_dir: str):
@@ -146,8 +167,8 @@ def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import BartTokenizerFast
 
-    corpus = generator_corpus(kb, question_tok)
-    key = fingerprint("bpe-v2", vocab_size, corpus)
+    corpus = generator_corpus(kb, question_tok) + answer_pieces(kb) * ANSWER_BOOST
+    key = fingerprint("bpe-v3", vocab_size, corpus)
     path = os.path.join(cache_dir, f"generator-tokenizer-{key}.json")
     if not os.path.isfile(path):
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -315,6 +336,21 @@ def retriever_for(config, question_tok, generator_tok, passages_path: str):
     config = copy.deepcopy(config)
     config.passages_path = passages_path
     return RagRetriever(config, question_tok, generator_tok)
+
+
+def join_contexts(*parts: dict) -> dict:
+    """Precomputed retrievals (`context_rows`, `doc_scores`) of several question sets, one after another."""
+    return {
+        "context_rows": [row for part in parts for row in part["context_rows"]],
+        "doc_scores": np.concatenate([part["doc_scores"] for part in parts]).astype(np.float32),
+    }
+
+
+def training_answers(kb: KnowledgeBase, settings: Settings) -> list[str]:
+    """The answers to the training questions, in the order of the training contexts: the real
+    world's, then (with `settings.augment`) the training world's."""
+    worlds = [kb.regions] + ([kb.training_world] if settings.augment else [])
+    return [kb.answer_in(world, q) for world in worlds for q in kb.train]
 
 
 def pad_rows(rows: list[list[int]], pad_id: int) -> np.ndarray:

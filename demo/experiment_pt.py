@@ -17,7 +17,7 @@ are encoded and retrieved once (through the model's own `encode_question` and th
 the cost on two CPU cores. Evaluation goes the whole way: `generate(input_ids=...)` encodes,
 retrieves, reads and answers.
 
-The three generators train in separate processes, two at a time (`Settings.workers`), each from
+The three generators train in separate processes, side by side (`Settings.workers`), each from
 the same seeded initial weights; the trained weights come back into the models built here.
 """
 
@@ -36,6 +36,7 @@ from .common import (
     exact_match,
     generator_config,
     generator_tokenizer,
+    join_contexts,
     learning_rate,
     minilm_path,
     pad_rows,
@@ -44,6 +45,7 @@ from .common import (
     recall_at_k,
     retriever_for,
     score_predictions,
+    training_answers,
 )
 from .knowledge import KnowledgeBase, Question
 
@@ -67,6 +69,10 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         real_index = cached_index(kb.passages, cache_dir, "real", progress)
     with stages.stage("index: counterfactual world"):
         cf_index = cached_index(kb.counterfactual_passages, cache_dir, "counterfactual", progress)
+    train_index = None
+    if settings.augment:
+        with stages.stage("index: training world (augmentation)"):
+            train_index = cached_index(kb.training_world_passages, cache_dir, "training-world", progress)
 
     # === Models ===
     with stages.stage("models"):
@@ -76,6 +82,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         config = rag_config(settings, question_encoder.config, gen_config, real_index)
         real_retriever = retriever_for(config, q_tok, g_tok, real_index)
         cf_retriever = retriever_for(config, q_tok, g_tok, cf_index)
+        train_retriever = retriever_for(config, q_tok, g_tok, train_index) if train_index else None
 
         def fresh_generator():
             torch.manual_seed(settings.seed)  # every model starts from the same generator weights
@@ -95,16 +102,23 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
 
     # === Retrieval for the training questions, once (frozen question encoder) ===
     any_rag = next(iter(models.values()), None)
-    train_labels = g_tok([q.answer for q in kb.train])["input_ids"]
+    train_labels = g_tok(training_answers(kb, settings))["input_ids"]
     contexts = None
     if models:
         with stages.stage("retrieve for training questions"):
-            contexts = _retrieve(any_rag, q_tok, real_retriever, kb.train, settings.train_n_docs)
+            encoded = _encode(any_rag, q_tok, kb.train)
+            contexts = _retrieve(encoded, real_retriever, settings.train_n_docs)
+            if train_retriever is not None:
+                contexts = join_contexts(contexts, _retrieve(encoded, train_retriever, settings.train_n_docs))
 
     # === Training: one process per model, `settings.workers` at a time ===
     questions = g_tok([q.question for q in kb.train])["input_ids"]
+    # The baseline reads the question alone and learns the real world's answers only: a training
+    # world it cannot see would only teach it to contradict itself.
+    baseline_labels = train_labels[: len(kb.train)]
     jobs = [
-        TrainJob(name, settings, config.to_dict(), contexts if name != "baseline" else None, train_labels,
+        TrainJob(name, settings, config.to_dict(), contexts if name != "baseline" else None,
+                 train_labels if name != "baseline" else baseline_labels,
                  questions if name == "baseline" else None, progress, position)
         for position, name in enumerate(n for n in settings.models if n in models or n == "baseline")
     ]
@@ -158,14 +172,14 @@ def _encode(model, q_tok, questions: list[Question], batch_size: int = 256):
     return ids, vectors
 
 
-def _retrieve(model, q_tok, retriever, questions: list[Question], n_docs: int) -> dict:
-    """Contexts and passage scores of every question, from the library's retriever."""
+def _retrieve(encoded, retriever, n_docs: int) -> dict:
+    """Contexts and passage scores of every question (`encoded`: from `_encode`), from the library's retriever."""
     import torch
 
     from rag_pt.retrieval_bridge import score_documents
 
     rows_ids, rows_scores = [], []
-    for ids, vectors in zip(*_encode(model, q_tok, questions)):
+    for ids, vectors in zip(*encoded):
         out = retriever(ids, vectors, n_docs=n_docs)
         scores = score_documents(torch.from_numpy(vectors), torch.from_numpy(out["retrieved_doc_embeds"]), torch.from_numpy(out["doc_ids"]))
         mask = out["context_attention_mask"].astype(bool)
@@ -199,7 +213,9 @@ def _run_jobs(jobs: list[TrainJob], workers: int):
 
     With two or more workers the models train side by side, each in its own process with one
     thread: on a small CPU that is about twice the throughput of one process using both cores,
-    because these small matrix products do not split well across threads.
+    because these small matrix products do not split well across threads. Three processes on two
+    cores (the default) beat two-then-one: the operating system shares the cores, and nobody waits
+    for the baseline to start.
     """
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:

@@ -31,6 +31,7 @@ from .common import (
     fingerprint,
     generator_config,
     generator_tokenizer,
+    join_contexts,
     learning_rate,
     minilm_path,
     pad_rows,
@@ -39,6 +40,7 @@ from .common import (
     recall_at_k,
     retriever_for,
     score_predictions,
+    training_answers,
 )
 from .knowledge import KnowledgeBase, Question
 
@@ -71,6 +73,10 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         real_index = cached_index(kb.passages, cache_dir, "real", progress, encoder=encoder)
     with stages.stage("index: counterfactual world"):
         cf_index = cached_index(kb.counterfactual_passages, cache_dir, "counterfactual", progress, encoder=encoder)
+    train_index = None
+    if settings.augment:
+        with stages.stage("index: training world (augmentation)"):
+            train_index = cached_index(kb.training_world_passages, cache_dir, "training-world", progress, encoder=encoder)
 
     # === Models ===
     with stages.stage("models"):
@@ -78,14 +84,19 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         config = rag_config(settings, question_encoder.config, gen_config, real_index)
         real_retriever = retriever_for(config, q_tok, g_tok, real_index)
         cf_retriever = retriever_for(config, q_tok, g_tok, cf_index)
+        train_retriever = retriever_for(config, q_tok, g_tok, train_index) if train_index else None
         tf.random.set_seed(settings.seed)
         model = TFRagTokenForGeneration(config, question_encoder=question_encoder, retriever=real_retriever)
         tf.random.set_seed(settings.seed)
         baseline = TFAutoModelForSeq2SeqLM.from_config(gen_config)
 
     with stages.stage("retrieve for training questions"):
-        contexts = _retrieve(model, q_tok, real_retriever, kb.train, settings.train_n_docs)
-    train_labels = g_tok([q.answer for q in kb.train])["input_ids"]
+        encoded = _encode(model, q_tok, kb.train)
+        contexts = _retrieve(encoded, real_retriever, settings.train_n_docs)
+        if train_retriever is not None:
+            contexts = join_contexts(contexts, _retrieve(encoded, train_retriever, settings.train_n_docs))
+    train_labels = g_tok(training_answers(kb, settings))["input_ids"]
+    baseline_labels = train_labels[: len(kb.train)]  # the real world only, as in the PyTorch run
 
     # === Training with Keras fit ===
     with stages.stage("train RAG-Token"):
@@ -94,7 +105,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     with stages.stage("train Generator only"):
         questions = g_tok([q.question for q in kb.train])["input_ids"]
         results["models"]["baseline"] = {
-            "loss_curve": _fit(baseline, _baseline_batches(questions, train_labels, settings), settings, progress, "Generator only")
+            "loss_curve": _fit(baseline, _baseline_batches(questions, baseline_labels, settings), settings, progress, "Generator only")
         }
 
     # === Evaluation, recall@k, hot swap ===
@@ -157,8 +168,8 @@ def _encode(model, q_tok, questions: list[Question], batch_size: int = 256):
     return ids, np.concatenate(vectors)
 
 
-def _retrieve(model, q_tok, retriever, questions: list[Question], n_docs: int) -> dict:
-    ids, vectors = _encode(model, q_tok, questions)
+def _retrieve(encoded, retriever, n_docs: int) -> dict:
+    ids, vectors = encoded
     rows, scores, start = [], [], 0
     for chunk in ids:
         chunk_vectors = vectors[start : start + len(chunk)]

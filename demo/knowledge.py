@@ -92,6 +92,11 @@ class KnowledgeBase:
     train: list[Question]
     heldout: list[Question]
     counterfactual: list[Region] = field(default_factory=list)  # same order as `regions`
+    # A second counterfactual world, for training only (counterfactual augmentation): the training
+    # questions are asked in it too, with its passages and answers, so that the generator learns
+    # to answer from the passage rather than from what a region's name suggests. It moves every
+    # country somewhere else than `counterfactual` does, so the hot swap's facts stay unseen.
+    training_world: list[Region] = field(default_factory=list)
 
     @property
     def passages(self) -> list[dict]:
@@ -100,6 +105,10 @@ class KnowledgeBase:
     @property
     def counterfactual_passages(self) -> list[dict]:
         return passages_of(self.counterfactual)
+
+    @property
+    def training_world_passages(self) -> list[dict]:
+        return passages_of(self.training_world)
 
     def answer_in(self, world: list[Region], question: Question) -> str:
         """The answer to `question` in `world` (the real regions or the counterfactual ones)."""
@@ -165,15 +174,29 @@ def questions_for(index: int, region: Region) -> list[Question]:
     ]
 
 
-def counterfactual_world(regions: list[Region], seed: int) -> list[Region]:
-    """Every region moved to another country by one fixed derangement of the countries."""
+def country_map(regions: list[Region], seed: int, avoid: dict | None = None) -> dict:
+    """A derangement of the countries (country A -> country B != A), drawn with `seed`.
+
+    With `avoid` (another such map), also B != avoid[A] for every A: the training world and the
+    evaluation world never agree on where a country's regions go.
+    """
     codes = sorted({r.country_code for r in regions})
-    if len(codes) < 2:
-        raise ValueError("a counterfactual world needs regions of at least two countries")
-    shuffled = codes[:]
-    random.Random(seed).shuffle(shuffled)
-    # A cyclic shift of a shuffled list is a derangement: nobody keeps their country.
-    target = {a: b for a, b in zip(shuffled, shuffled[1:] + shuffled[:1])}
+    if len(codes) < 2 or (avoid is not None and len(codes) < 3):
+        raise ValueError("a counterfactual world needs regions of at least two countries (three with `avoid`)")
+    rng = random.Random(seed)
+    for _ in range(10_000):
+        shuffled = codes[:]
+        rng.shuffle(shuffled)
+        # A cyclic shift of a shuffled list is a derangement: nobody keeps their country.
+        target = {a: b for a, b in zip(shuffled, shuffled[1:] + shuffled[:1])}
+        if avoid is None or all(target[a] != avoid.get(a) for a in codes):
+            return target
+    raise RuntimeError("no derangement found that avoids the given map")
+
+
+def counterfactual_world(regions: list[Region], seed: int, avoid: dict | None = None) -> list[Region]:
+    """Every region moved to another country by one fixed derangement of the countries (`country_map`)."""
+    target = country_map(regions, seed, avoid)
     names = {r.country_code: r.country for r in regions}
     moved = []
     for r in regions:
@@ -183,21 +206,56 @@ def counterfactual_world(regions: list[Region], seed: int) -> list[Region]:
     return moved
 
 
+def world_map(regions: list[Region], world: list[Region]) -> dict:
+    """The country map that turned `regions` into `world`."""
+    return {r.country_code: w.country_code for r, w in zip(regions, world)}
+
+
+def heldout_split(regions: list[Region], askable: list[int], n_heldout: int, seed: int) -> tuple[list[int], list[int]]:
+    """`n_heldout` askable regions drawn evenly across countries (round robin), and the rest.
+
+    A uniform draw would be dominated by the few countries with hundreds of subdivisions (Slovenia
+    212 municipalities, France 100+ departments): the evaluation would mostly ask about them, and
+    a model could score by guessing those countries from how a name sounds. Round robin over a
+    shuffled list of countries asks about as many countries as it can, each about equally often.
+    """
+    rng = random.Random(seed)
+    by_country: dict[str, list[int]] = {}
+    for i in askable:
+        by_country.setdefault(regions[i].country_code, []).append(i)
+    countries = sorted(by_country)
+    rng.shuffle(countries)
+    for c in countries:
+        rng.shuffle(by_country[c])
+    heldout: list[int] = []
+    rank = 0
+    while len(heldout) < n_heldout and any(len(v) > rank + 1 for v in by_country.values()):
+        # keep at least one askable region of every country for training
+        for c in countries:
+            if len(heldout) < n_heldout and len(by_country[c]) > rank + 1:
+                heldout.append(by_country[c][rank])
+        rank += 1
+    held = set(heldout)
+    return sorted(heldout), sorted(i for i in askable if i not in held)
+
+
 def build_knowledge(quick: bool = False, seed: int = 0, heldout_regions: int | None = None) -> KnowledgeBase:
     """Passages for every region; questions for the regions whose name is unambiguous; a region split.
 
     Names shared by several regions ("Saint George", "La Rioja", and "Córdoba"/"Cordoba" once the
     uncased encoder strips accents) keep their passages but get no question: the question could
-    not say which region it means.
+    not say which region it means. Two counterfactual worlds: `counterfactual` for the hot swap
+    and `training_world` for training (see `KnowledgeBase`), which disagree on every country.
     """
     regions = load_regions(QUICK_COUNTRIES if quick else None)
     counts = Counter(_name_key(r.name) for r in regions)
     askable = [i for i, r in enumerate(regions) if counts[_name_key(r.name)] == 1]
-    random.Random(seed).shuffle(askable)
     n_heldout = HELDOUT_REGIONS[quick] if heldout_regions is None else heldout_regions
-    heldout_ids, train_ids = sorted(askable[:n_heldout]), sorted(askable[n_heldout:])
+    heldout_ids, train_ids = heldout_split(regions, askable, n_heldout, seed)
     train = [q for i in train_ids for q in questions_for(i, regions[i])]
     heldout = [q for i in heldout_ids for q in questions_for(i, regions[i])]
+    counterfactual = counterfactual_world(regions, seed)
+    training_world = counterfactual_world(regions, seed + 1, avoid=world_map(regions, counterfactual))
     return KnowledgeBase(
-        regions=regions, train=train, heldout=heldout, counterfactual=counterfactual_world(regions, seed)
+        regions=regions, train=train, heldout=heldout, counterfactual=counterfactual, training_world=training_world
     )

@@ -46,6 +46,12 @@ def format_table(results: dict) -> str:
             f"questions; {sizes['heldout_questions']:,} held-out questions about {sizes['heldout_regions']:,} regions no "
             "training question mentions"
         )
+    if results.get("settings", {}).get("augment"):
+        out.append(
+            "training: every training question is asked twice, in the real world and in a training counterfactual "
+            "world (its own index);"
+        )
+        out.append("the hot swap's counterfactual world is a third one, which training never sees; the baseline learns the real answers only")
     out.append("-" * 100)
     out.append(f"{'held-out exact match':<44}{'all':>8}{'country':>10}{'ISO code':>10}")
     for name, res in results["models"].items():

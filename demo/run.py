@@ -27,7 +27,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1500, quick 250)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the framework (default: its own)")
-    parser.add_argument("--workers", type=int, default=None, help="PyTorch models trained side by side (default: 2 on 2+ cores)")
+    parser.add_argument("--workers", type=int, default=None, help="PyTorch models trained side by side (default: all of them on 2+ cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
