@@ -166,6 +166,9 @@ class TFRagModel(TFRagPreTrainedModel):
         elif encoder_outputs is None:
             n_docs = self._check_context(input_ids, context_input_ids, context_attention_mask, doc_scores, n_docs,
                                          n_docs_explicit)
+            if context_attention_mask is None:  # as in rag_pt: every non-pad token of the given context
+                pad = self.config.generator.pad_token_id
+                context_attention_mask = tf.cast(tf.not_equal(context_input_ids, pad), context_input_ids.dtype)
         elif doc_scores is None:
             raise RagInputError("`doc_scores` are required when `encoder_outputs` are given")
 
@@ -214,11 +217,10 @@ class TFRagModel(TFRagPreTrainedModel):
         )
 
     def _has_to_retrieve(self, context_input_ids, context_attention_mask, doc_scores, encoder_outputs) -> bool:
-        return (
-            self.retriever is not None
-            and (context_input_ids is None or context_attention_mask is None or doc_scores is None)
-            and encoder_outputs is None
-        )
+        """Retrieve only when no context was given (as rag_pt). The original also retrieved when the mask
+        or `doc_scores` were missing, silently replacing the caller's `context_input_ids`; here a given
+        context is always used: a missing mask is derived from the pad id, missing `doc_scores` raise."""
+        return self.retriever is not None and context_input_ids is None and encoder_outputs is None
 
     def _retrieve(self, input_ids, attention_mask, n_docs: int, output_attentions, output_hidden_states,
                   training) -> dict:

@@ -173,3 +173,32 @@ def test_generate_with_retriever_and_n_docs_override(
     options = {"num_beams": 4, "num_return_sequences": 2} if head == "token" else {"num_beams": 1}
     pt_ids, tf_ids = _generate_both(pt_model, tf_model, inputs, max_length=8, n_docs=2, **options)
     assert_close("generated_ids", tf_ids, pt_ids, f"{head} {generator} retriever n_docs=2 {options}")
+
+
+@pytest.mark.parametrize("head", ["token", "sequence"])
+def test_a_given_context_is_used_even_with_a_retriever_in_both(
+    pairs, retrievers, question_encoder_tokenizer, generator_tokenizers, head
+):
+    """With a retriever set, a given `context_input_ids` is read (never silently re-retrieved): without
+    a mask the mask comes from the pad id, and without `doc_scores` both frameworks raise."""
+    from rag_core.arguments import RagInputError
+
+    pt_model, tf_model = pairs(head, "dpr", "bart")
+    retriever = retrievers(pt_model.config)
+    pt_model.set_retriever(retriever)
+    tf_model.set_retriever(retriever)
+    tokenizer = generator_tokenizers["bart"]
+    context = support.contexts(tokenizer, batch_size=2, n_docs=3)
+    with_mask = _inputs(head, tokenizer, **support.questions(question_encoder_tokenizer), **context)
+    without_mask = {k: v for k, v in with_mask.items() if k != "context_attention_mask"}
+    pt_ref, tf_ref = _run_both(pt_model, tf_model, with_mask)
+    pt_out, tf_out = _run_both(pt_model, tf_model, without_mask)
+    _compare_outputs(pt_out, tf_out, f"{head} no mask")
+    assert_close("logits", numpy(tf_out.logits), numpy(tf_ref.logits), f"{head} TF mask derived")
+    assert_close("logits", numpy(pt_out.logits), numpy(pt_ref.logits), f"{head} PT mask derived")
+    assert_close("doc_scores", numpy(tf_out.doc_scores), context["doc_scores"], f"{head} TF kept the given scores")
+    no_scores = {k: v for k, v in with_mask.items() if k != "doc_scores"}
+    with pytest.raises(RagInputError, match="doc_scores"):
+        pt_model(**to_pt(no_scores))
+    with pytest.raises(RagInputError, match="doc_scores"):
+        tf_model(**to_tf(no_scores), training=False)
