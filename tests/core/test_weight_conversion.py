@@ -340,18 +340,23 @@ def test_question_encoder_conversion_refuses_a_rag_checkpoint(tmp_path):
         convert_question_encoder(tmp_path / "pt", tmp_path / "out")
 
 
-def test_command_converts_without_torch_or_tensorflow(tmp_path):
-    _write_checkpoint(tmp_path / "pt", tiny_rag_config("dpr", "t5"), "RagSequenceForGeneration")
-    code = (
-        "import sys\n"
-        "for name in ('torch', 'tensorflow', 'tf_keras', 'keras'): sys.modules[name] = None\n"
-        "from rag_core.convert import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
+_CONVERT_WITHOUT_FRAMEWORKS = (
+    "import sys\n"
+    "for name in ('torch', 'tensorflow', 'tf_keras', 'keras'): sys.modules[name] = None\n"
+    "from rag_core.convert import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def run(*args):
+    """`python -m rag_core.convert ARGS` in a process where torch and TensorFlow cannot be imported."""
+    return subprocess.run(
+        [sys.executable, "-c", _CONVERT_WITHOUT_FRAMEWORKS, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
 
-    def run(*args):
-        return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
+def test_command_converts_without_torch_or_tensorflow(tmp_path):
+    _write_checkpoint(tmp_path / "pt", tiny_rag_config("dpr", "t5"), "RagSequenceForGeneration")
     ok = run("--to", "tf", str(tmp_path / "pt"), str(tmp_path / "tf"))
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (tmp_path / "tf" / "tf_model.h5").is_file()
@@ -361,16 +366,6 @@ def test_command_converts_without_torch_or_tensorflow(tmp_path):
 
 def test_command_reads_a_bin_only_with_allow_pickle(tmp_path):
     weights = _write_bin_checkpoint(tmp_path / "pt", tiny_rag_config("dpr", "bart"), "RagTokenForGeneration")
-    code = (
-        "import sys\n"
-        "for name in ('torch', 'tensorflow', 'tf_keras', 'keras'): sys.modules[name] = None\n"
-        "from rag_core.convert import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
     refused = run("--to", "tf", str(tmp_path / "pt"), str(tmp_path / "tf"))
     assert refused.returncode == 1, refused.stderr[-2000:]
     assert "error: " in refused.stderr and "Traceback" not in refused.stderr
