@@ -28,8 +28,8 @@ VECTOR_SIZE = 384
 class Settings:
     """Everything that shapes a run; `--quick` picks the small column.
 
-    The generator is a BART trained from scratch; a vocabulary cut down to the knowledge base
-    (byte-level BPE, `generator_vocab` tokens) keeps its softmax cheap on a CPU.
+    The generator is a small T5 (or BART) trained from scratch; a vocabulary cut down to the
+    knowledge base (byte-level BPE, `generator_vocab` tokens) keeps its softmax cheap on a CPU.
     """
 
     quick: bool = False
@@ -304,7 +304,7 @@ def generator_config(settings: Settings, vocab_size: int):
 
 
 def rag_config(settings: Settings, question_encoder_config, generator_cfg, passages_path: str):
-    """The `RagConfig`: MiniLM (mean pooling, 384 dims) as question encoder, the small BART as generator."""
+    """The `RagConfig`: MiniLM (mean pooling, 384 dims) as question encoder, the small T5 (or BART) as generator."""
     from rag_core import RagConfig
 
     return RagConfig.from_question_encoder_generator_configs(

@@ -1,10 +1,12 @@
 """The demo's experiment in PyTorch, on the library's own classes.
 
-1. Two `custom` indexes built by `rag_core.build_index` with MiniLM (mean pooling): the real
-   world and the counterfactual one (cached: a second run skips the embedding).
+1. Three `custom` indexes built by `rag_core.build_index` with MiniLM (mean pooling): the real
+   world, the counterfactual one of the hot swap, and the training world of the counterfactual
+   augmentation (cached: a second run skips the embedding).
 2. `rag_pt.RagTokenForGeneration` and `rag_pt.RagSequenceForGeneration`, MiniLM as question
-   encoder, a small BART generator trained from scratch; a generator-only baseline (the same
-   BART, the same steps and batches, the question alone as input).
+   encoder, a small T5 generator trained from scratch on every training question in the real and
+   the training world; a generator-only baseline (the same T5, the same steps and batch size, the
+   question alone as input, the real answers).
 3. Held-out exact match, retrieval recall@k, and the hot swap: `model.set_retriever(...)` with
    the counterfactual index, no retraining.
 
@@ -315,7 +317,7 @@ def _train_rag(model, contexts: dict, train_labels: list, settings: Settings, pr
 
 
 def _train_baseline(generator, questions: list, train_labels: list, settings: Settings, progress: bool, position: int = 0) -> list[float]:
-    """The same BART on question -> answer, with the same loss convention as the RAG models
+    """The same generator on question -> answer, with the same loss convention as the RAG models
     (labels are the decoder input, targets the labels shifted left; summed per answer)."""
     import torch
     from torch.nn import functional as F

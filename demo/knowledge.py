@@ -7,13 +7,16 @@ Every subdivision becomes one passage,
 and, when its name is unambiguous, two questions: "Which country is Bayern in?" -> "Germany" and
 "What is the code of Bayern?" -> "DE-BY". (Not "What is the ISO code of ...": with the word "ISO"
 MiniLM ranks the asked region's passage first for 88% of the held-out code questions, without it
-for 95%; 76% vs 94% in the counterfactual world. Measured for this demo.) Regions (not questions) are split, so a held-out
-question is about a region that no training question mentions: the only way to answer it is to
-read the retrieved passage.
+for 95%; 76% vs 94% in the counterfactual world. Measured for this demo.) Regions (not
+questions) are split, round robin over the countries (`heldout_split`), so a held-out question is
+about a region that no training question mentions: the only way to answer it is to read the
+retrieved passage.
 
 The counterfactual world keeps every region but moves it to another country, consistently: a fixed
 derangement of the countries maps country A to country B != A, and region "A-XX" of A becomes
-region "B-XX" of B. Since the map is a permutation, codes stay unique in the new world.
+region "B-XX" of B. Since the map is a permutation, codes stay unique in the new world. A second
+such world (`training_world`, another derangement that disagrees with the first on every country)
+is for training only: asked there too, the generator learns to answer from the passage.
 
 Pure Python: no framework, no model. `build_knowledge(quick=..., seed=...)` is the entry point.
 
