@@ -1,6 +1,7 @@
 """Greedy and beam-search decoding for TF RAG: fixed-shape `tf.while_loop`s that compile with XLA.
 
-TF-only file (no `rag_pt` twin: PyTorch uses transformers' `GenerationMixin`). It exists because
+Framework-specific, TF-only file (no `rag_pt` twin on purpose: PyTorch decodes with transformers'
+`GenerationMixin`, which `rag_pt.RagTokenForGeneration.generate` calls). It exists because
 transformers' TF decoding cannot serve here: its `TFNoRepeatNGramLogitsProcessor` runs eagerly only,
 and its RAG-Token beam search returns other ids than the PyTorch one (DESIGN.md defect 9). The
 loops below follow transformers' PyTorch `_sample` (greedy) and `_beam_search` step for step (same

@@ -3,7 +3,9 @@
 DPR ships an HNSW-SQ8 faiss index over 769-dim vectors (768 + the "phi" dimension that turns inner
 product into L2; queries get a 0 appended), a list mapping index rows to passage ids, and the
 passages. DPR stored the list and the passages with `pickle`, which runs arbitrary code on load.
-This index reads pickle-free equivalents by default and the pickles only with `allow_pickle=True`:
+This index reads pickle-free equivalents by default and the pickles only with `allow_pickle=True`,
+and even then through an unpickler that refuses every global, so only plain data (lists, dicts,
+strings, numbers) can come out of them and no code runs:
 
 | what | pickle-free (default) | pickled (needs `allow_pickle=True`) |
 |---|---|---|
@@ -38,10 +40,20 @@ class PickleNotAllowedError(ValueError):
 
 
 def _load_pickle(path: str):
+    """DPR's pickled id list or passages dict, only with `allow_pickle=True`, and even then only plain
+    data: lists, tuples, dicts, strings and numbers need no global, and any global (a class or a
+    function, which is how a pickle runs code) is refused with `IndexFormatError`."""
     import pickle  # only reached with allow_pickle=True
 
+    class _PlainDataUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            raise IndexFormatError(
+                f"{path}: refusing to load {module}.{name} from a pickle: only plain lists, dicts, "
+                "strings and numbers are read from DPR's files"
+            )
+
     with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 - explicit user opt-in
+        return _PlainDataUnpickler(f).load()
 
 
 class LegacyIndex(DenseIndex):

@@ -179,6 +179,26 @@ def test_legacy_pickles_need_the_opt_in(tmp_path):
         LegacyIndex(HIDDEN, None)
 
 
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious DPR file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_legacy_pickles_are_read_as_plain_data_only(tmp_path):
+    folder = _legacy_folder(tmp_path / "dpr", pickled=True)
+    marker = tmp_path / "ran"
+    with open(os.path.join(folder, META_PICKLE), "wb") as f:
+        pickle.dump([_RunsCode(marker)], f)
+    with pytest.raises(IndexFormatError, match=r"refusing to load (os|posix)\.system"):
+        LegacyIndex(HIDDEN, folder, allow_pickle=True).init_index()
+    assert not marker.exists()
+
+
 def test_damaged_or_mismatched_files_are_refused(tmp_path, tiny_passages_dir):
     import datasets
 
