@@ -1,0 +1,69 @@
+"""Which Keras sub-model implements a sub-config's `model_type`, and how its weights are named.
+
+A RAG checkpoint names its sub-models' weights `rag.question_encoder.<name>` and
+`rag.generator.<name>` (heads) or `question_encoder.<name>` / `generator.<name>` (`RagModel`),
+where `<name>` is the sub-model's own PyTorch name. The classes here know their `<name>`s
+(`pt_weight_table`), so the same table reads and writes both frameworks' `model.safetensors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# model_type -> (module, class); modules are imported on first use
+QUESTION_ENCODERS = {
+    "dpr": ("rag_tf.models.bert", "TFDPRQuestionEncoder"),
+    "bert": ("rag_tf.models.bert", "TFBertModel"),
+}
+CONTEXT_ENCODERS = {
+    "dpr": ("rag_tf.models.bert", "TFDPRContextEncoder"),
+    "bert": ("rag_tf.models.bert", "TFBertModel"),
+}
+GENERATORS = {
+    "bart": ("rag_tf.models.bart", "TFBartForConditionalGeneration"),
+    "t5": ("rag_tf.models.t5", "TFT5ForConditionalGeneration"),
+}
+
+
+class UnsupportedModelError(ValueError):
+    """A sub-configuration whose `model_type` rag_tf does not implement."""
+
+
+def _model_class(table: dict, config: Any, role: str):
+    model_type = getattr(config, "model_type", None)
+    if model_type not in table:
+        raise UnsupportedModelError(
+            f"rag_tf has no TensorFlow {role} for model_type {model_type!r}; supported: {sorted(table)}"
+        )
+    module, name = table[model_type]
+    return getattr(importlib.import_module(module), name)
+
+
+def build_question_encoder(config: Any, **kwargs):
+    return _model_class(QUESTION_ENCODERS, config, "question encoder")(config, **kwargs)
+
+
+def build_context_encoder(config: Any, **kwargs):
+    return _model_class(CONTEXT_ENCODERS, config, "context encoder")(config, **kwargs)
+
+
+def build_generator(config: Any, **kwargs):
+    return _model_class(GENERATORS, config, "generator")(config, **kwargs)
+
+
+def check_supported(config: Any) -> None:
+    """Raise `UnsupportedModelError` before anything is built when a RagConfig's sub-models are not implemented."""
+    _model_class(QUESTION_ENCODERS, config.question_encoder, "question encoder")
+    _model_class(GENERATORS, config.generator, "generator")
+
+
+def standalone_prefix(model, tensors) -> str:
+    """The prefix that a stand-alone sub-model checkpoint (a DPR, BERT, BART or T5 folder) puts before
+    the sub-model's own names: transformers saves a BertModel used inside another class as `bert.`
+    and a BartModel without its head without `model.`; pick the prefix under which the names fit."""
+    names = [row.pt_name for row in model.pt_weight_table()]
+    for prefix in ("", "bert.", "model.", "encoder."):
+        if sum((prefix + name) in tensors for name in names) >= len(names) // 2:
+            return prefix
+    return ""
