@@ -1,19 +1,25 @@
 # The two commands a newcomer types: `make demo` and `make test`. Both create the virtual
-# environment from the pinned versions (constraints.txt) when it is missing or out of date.
+# environments from the pinned versions when they are missing or out of date:
+#   .venv         the current stack (constraints.txt): transformers 5, torch, TensorFlow + Keras 3
+#   .venv-oracle  transformers 4.57 + tf-keras (constraints-oracle.txt): the original's TensorFlow
+#                 RAG classes as the numerical oracle, and the library on transformers 4.x
+#   .venv-wheel-* the built wheel, installed as a user does, with one extra each (core, torch, tf)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+ORACLE_VENV  ?= .venv-oracle
+ORACLE_PY    := $(ORACLE_VENV)/bin/python
+ORACLE_STAMP := $(ORACLE_VENV)/.installed
 FRAMEWORK ?= pt
 PYTEST_ARGS ?=
 
-export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-slow demo demo-quick bench clean
+.PHONY: setup oracle-setup test test-main test-oracle test-wheel test-slow demo demo-quick bench clean
 
 setup: $(STAMP)
 
@@ -24,8 +30,28 @@ $(STAMP): constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,tf,demo,dev]"
 	touch $(STAMP)
 
-test: setup
+oracle-setup: $(ORACLE_STAMP)
+
+$(ORACLE_STAMP): constraints-oracle.txt pyproject.toml
+	test -x $(ORACLE_PY) || $(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_PY) -m pip install --quiet --upgrade "pip>=24"
+	$(ORACLE_PY) -m pip install --quiet -c constraints-oracle.txt -e ".[torch,tf,dev]" transformers tf-keras
+	touch $(ORACLE_STAMP)
+
+test: test-main test-oracle test-wheel
+
+# The whole suite on the current stack (oracle-only tests skip themselves here).
+test-main: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# transformers 4.57: its TensorFlow RAG classes against ours, and the library's PyTorch and core
+# suites on 4.x. tf-keras serves transformers' TF classes only; rag_tf uses Keras 3 (`import keras`).
+test-oracle: oracle-setup
+	TF_USE_LEGACY_KERAS=1 $(ORACLE_PY) -m pytest -q -m "not slow" tests/oracle tests/core tests/pt $(PYTEST_ARGS)
+
+# The built wheel (not the checkout) in fresh environments with one extra each.
+test-wheel: setup
+	$(PY) -m tests.wheel.run --python $(PYTHON)
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
@@ -36,8 +62,8 @@ demo: setup
 demo-quick: setup
 	$(PY) -m demo.run --framework $(FRAMEWORK) --quick
 
-bench: setup
+bench: setup oracle-setup
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(ORACLE_VENV) .venv-wheel-* build dist *.egg-info .pytest_cache

@@ -12,7 +12,6 @@ import os
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -20,8 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 _INSTALLED = {
     "pt": importlib.util.find_spec("torch") is not None,
-    "tf": importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("tf_keras") is not None,
+    "tf": importlib.util.find_spec("tensorflow") is not None,
 }
+# transformers 4.x ships TensorFlow classes (the original's TF RAG: the oracle); 5.x does not.
+_HAS_TF_ORACLE = _INSTALLED["tf"] and importlib.util.find_spec("tf_keras") is not None
 _SELECTED = {f.strip() for f in os.environ.get("RAG_TEST_FRAMEWORKS", "pt,tf").split(",") if f.strip()}
 
 
@@ -43,6 +44,12 @@ def pytest_collection_modifyitems(config, items):
             needs.add("tf")
         if "cross" in parts or item.get_closest_marker("cross"):
             needs |= {"pt", "tf"}
+        if "oracle" in parts:
+            needs.add("tf")
+            item.add_marker(pytest.mark.oracle)
+            if not _HAS_TF_ORACLE:
+                item.add_marker(pytest.mark.skip(reason="needs transformers 4.x TensorFlow RAG classes "
+                                                       "(the oracle environment, `make test-oracle`)"))
         for framework in sorted(needs):
             item.add_marker(getattr(pytest.mark, framework))
             reason = framework_skip_reason(framework)

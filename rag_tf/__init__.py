@@ -1,17 +1,21 @@
-"""RAG models in TensorFlow/Keras: `TFRagModel`, `TFRagSequenceForGeneration`, `TFRagTokenForGeneration`.
+"""RAG models in TensorFlow/Keras 3: `TFRagModel`, `TFRagSequenceForGeneration`, `TFRagTokenForGeneration`.
 
-Mirrors `rag_pt` file for file and method for method (TF names carry the `TF` prefix), on
-transformers' TensorFlow sub-models and the Keras 2 API of `tf_keras`. Never imports torch.
+Mirrors `rag_pt` file for file and method for method (TF names carry the `TF` prefix), on this
+package's own Keras 3 sub-models (`rag_tf.models`: BART, T5, BERT, DPR). Never imports torch,
+tf-keras or any transformers TensorFlow class; transformers is used for configs, tokenizers and
+`GenerationConfig` only.
 
 TensorFlow quirks, recorded here once:
 
-- Keras 2: transformers' TF models need `tf_keras`; importing this package sets
-  `TF_USE_LEGACY_KERAS=1` (unless already set) before TensorFlow is imported. Import `rag_tf`
-  before anything else imports TensorFlow, or set the variable yourself.
-- `build()` timing: variables are created lazily. `from_pretrained` builds the model in its name
-  scope before reading weights, so variable names are those of transformers' TF RAG classes
-  (`tf_rag_token_for_generation/rag/generator/...`) and `tf_model.h5` files load both ways. A model
-  built by hand gets its variables on its first call or on `model.build_in_name_scope()`.
+- Keras 3: `import keras` or `tf.keras` (TensorFlow >= 2.16) are the same Keras; any Keras 3
+  optimizer compiles. Mixed precision policies (`mixed_bfloat16`, `mixed_float16`) apply to models
+  built after the policy is set.
+- `build()` timing: variables are created lazily; `from_pretrained` builds every sub-model on a
+  dummy input before assigning weights. A model built by hand gets its variables on its first call
+  or on `model.ensure_built()`.
+- Weights: one `model.safetensors` with transformers' PyTorch names serves both frameworks
+  (`rag_tf.models.weights` maps every Keras variable to its PyTorch name); `tf_model.h5` in
+  transformers' TensorFlow layout is read, and written with `save_pretrained(..., save_format="h5")`.
 - Graph mode: `call` works inside `tf.function` and Keras `fit` (no `run_eagerly`), retrieval
   included. The numpy retriever is reached in exactly one place, `retrieval_bridge.retrieve`,
   through `tf.numpy_function` with fixed output dtypes; shapes are static where the batch size is.
@@ -19,32 +23,35 @@ TensorFlow quirks, recorded here once:
   tracing (a dynamic batch) are checked by the shapes TensorFlow itself enforces.
 - Eager `call`: the first call with a given set of static options (flags, `n_docs`, `training`,
   config) runs op by op; from the second on, the question encoder and the retriever run eagerly and
-  everything after retrieval runs as one cached `tf.function` (`TFRagPreTrainedModel._graph_call`),
-  about 1.4x faster on CPU. Results are the same up to float rounding; gradients flow as usual under
-  a `GradientTape`. `model.run_eagerly = True` or `tf.config.run_functions_eagerly(True)` keep every
-  call op by op (debugging); inside a `tf.function` or Keras `fit` nothing changes. Swapping a
-  sub-layer's variables (`set_output_embeddings`) drops the cached graphs.
+  everything after retrieval runs as one cached `tf.function` (`TFRagPreTrainedModel._graph_call`).
+  `model.run_eagerly = True` or `tf.config.run_functions_eagerly(True)` keep every call op by op.
 - XLA: `tf.numpy_function` cannot be compiled, so retrieval stays outside any `jit_compile=True`
-  function. RAG-Token decoding (greedy and beam) is a fixed-shape `tf.while_loop` with a
-  preallocated decoder cache (`decoding.py`, the one TF-only file: transformers' TF logits processors
-  are eager-only or differ from the PyTorch ones, defect 9), so `generate(..., jit_compile=True)`
-  compiles the encoder and the whole loop once context is retrieved. `prefix_allowed_tokens_fn`
-  calls Python per step and therefore runs the loop in graph mode, never under XLA.
+  function. Decoding (greedy and beam) is a fixed-shape `tf.while_loop` over the generator's static
+  cache (`decoding.py`, the one TF-only file), so `generate(..., jit_compile=True)` compiles the
+  encoder and the whole loop once context is retrieved. `prefix_allowed_tokens_fn` calls Python per
+  step and therefore runs the loop in graph mode, never under XLA.
 - Outputs are the shared `rag_core.outputs` dataclasses (OrderedDict subclasses): `tf.nest`,
   `tf.function` and Keras treat them as mappings.
 """
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402  (after the environment variable, on purpose)
-
-from .rag_pretrained_model import TFRagPreTrainedModel  # noqa: E402
-from .rag_model import TFRagModel  # noqa: E402
-from .rag_sequence_for_generation import TFRagSequenceForGeneration  # noqa: E402
-from .rag_token_for_generation import TFRagTokenForGeneration  # noqa: E402
+import importlib
 
 __all__ = ["TFRagPreTrainedModel", "TFRagModel", "TFRagSequenceForGeneration", "TFRagTokenForGeneration"]
 
-del tf
+_MODULES = {
+    "TFRagPreTrainedModel": ".rag_pretrained_model",
+    "TFRagModel": ".rag_model",
+    "TFRagSequenceForGeneration": ".rag_sequence_for_generation",
+    "TFRagTokenForGeneration": ".rag_token_for_generation",
+}
+
+
+def __getattr__(name):
+    # Lazy (PEP 562): `import rag_tf.models` does not build the RAG classes.
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,30 +1,38 @@
-"""`TFRagPreTrainedModel.from_pretrained(path, from_pt=True)`: load a PyTorch RAG checkpoint.
+"""transformers' TensorFlow checkpoint layout (`tf_model.h5`), read and written without tf-keras.
 
-transformers' own `from_pt=True` needs torch and builds the model by calling it on dummy inputs
-without a retriever or context, which a RAG model rejects. We convert instead: `rag_core.convert`
-maps `model.safetensors` through the explicit weight table into a temporary `tf_model.h5` in Keras'
-layout, and the regular loader reads it, with its usual report of missing and unexpected weights.
-No torch is imported.
-
-A checkpoint with only `pytorch_model.bin` (a pickle) is refused with a `WeightConversionError`
-that says how to proceed, unless `allow_pickle=True` is passed:
-`TFRag*.from_pretrained(path, from_pt=True, allow_pickle=True)` reads it with the converter's
-tensor-only unpickler (`rag_core.convert.read_torch_zip`; no torch). Only for files you trust.
+The TF models keep their weights under transformers' PyTorch names, so `model.safetensors` written
+by PyTorch (ours or transformers') loads directly and `from_pt=True` needs no conversion. What
+remains is the layout transformers 4.x's TensorFlow RAG classes use, `tf_model.h5` (Keras 2 weight
+names, as published RAG checkpoints ship): `read_tf_h5` maps it to PyTorch names through the
+explicit table of `rag_core.weight_conversion`, and `write_tf_h5` writes it for users of
+transformers 4.x (`save_pretrained(..., save_format="h5")`). numpy and h5py only.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from pathlib import Path
 
-from rag_core.convert import converted_checkpoint
+import numpy as np
+
+TF_H5_NAME = "tf_model.h5"
 
 
-def from_pt_checkpoint(load: Callable[..., Any], path, *model_args, **kwargs) -> Any:
-    """`load(converted_path, *model_args, **kwargs)` on a TensorFlow copy of the PyTorch checkpoint at `path`.
-    `allow_pickle` (default False) is taken from `kwargs` for the converter, never passed to `load`."""
-    allow_pickle = kwargs.pop("allow_pickle", False)
-    with converted_checkpoint(path, to="tf", allow_pickle=allow_pickle) as converted:
-        loaded = load(converted, *model_args, **kwargs)
-    model = loaded[0] if isinstance(loaded, tuple) else loaded
-    model.config._name_or_path = str(path)  # not the temporary copy
-    return loaded
+def read_tf_h5(directory) -> dict[str, np.ndarray]:
+    """The weights of `directory/tf_model.h5` (a RAG checkpoint) keyed by transformers' PyTorch names."""
+    from rag_core.convert import checkpoint_entries, read_tf_weights
+    from rag_core.weight_conversion import tf_to_pt
+
+    directory = Path(directory)
+    entries, _ = checkpoint_entries(directory, framework="tf")
+    return tf_to_pt(read_tf_weights(directory / TF_H5_NAME, entries), entries)
+
+
+def write_tf_h5(directory, weights: dict, config, architecture: str) -> Path:
+    """Write PyTorch-named `weights` as `directory/tf_model.h5` in transformers' TF layout for `architecture`
+    ("RagModel", "RagSequenceForGeneration" or "RagTokenForGeneration")."""
+    from rag_core.convert import TF_INSTANCE_NAMES, write_tf_weights
+    from rag_core.weight_conversion import pt_to_tf, rag_entries
+
+    entries = rag_entries(config.question_encoder, config.generator, architecture)
+    return write_tf_weights(Path(directory) / TF_H5_NAME, pt_to_tf(weights, entries), entries,
+                            TF_INSTANCE_NAMES[architecture])

@@ -1,22 +1,20 @@
 """Greedy and beam-search decoding for TF RAG: fixed-shape `tf.while_loop`s that compile with XLA.
 
 Framework-specific, TF-only file (no `rag_pt` twin on purpose: PyTorch decodes with transformers'
-`GenerationMixin`, which `rag_pt.RagTokenForGeneration.generate` calls). It exists because
-transformers' TF decoding cannot serve here: its `TFNoRepeatNGramLogitsProcessor` runs eagerly only,
-and its RAG-Token beam search returns other ids than the PyTorch one (DESIGN.md defect 9). The
-loops below follow transformers' PyTorch `_sample` (greedy) and `_beam_search` step for step (same
+`GenerationMixin`, which `rag_pt.RagTokenForGeneration.generate` calls). transformers 5 has no
+TensorFlow decoding, and transformers 4's returned other RAG-Token beam-search ids than its
+PyTorch one. The loops below follow transformers' PyTorch `_sample` (greedy) and `_beam_search` step for step (same
 candidate count, same finished-beam bookkeeping, same early-stopping heuristic, same processor
 order), which is what makes our TF and PyTorch ids identical.
 
 Shapes are fixed for the whole loop: sequences live in a `(hypotheses, max_length)` buffer and the
-decoder cache is preallocated to `max_length - 1` positions (the slots not yet written are masked
-out by the decoder attention mask, as transformers' own XLA generation does). The first step runs
-before the loop because it creates the cache.
+generator's static cache holds `max_length - 1` self-attention slots, written in place one per step
+(slots not yet written are masked out). The first step runs before the loop because it creates the
+cache.
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -106,7 +104,8 @@ class DecodingOptions:
             raise ValueError(f"num_return_sequences has to be 1 with greedy decoding, got {num_return}")
         if num_return > num_beams:
             raise ValueError(f"num_return_sequences ({num_return}) has to be <= num_beams ({num_beams})")
-        max_length = int(gc.max_length)
+        # transformers 5 leaves unset generation options None; 20 is transformers' default max_length
+        max_length = int(gc.max_length if gc.max_length is not None else 20)
         if gc.max_new_tokens is not None:
             max_length = 1 + int(gc.max_new_tokens)
         if max_length < 2:
@@ -125,7 +124,7 @@ class DecodingOptions:
             repetition_penalty=float(gc.repetition_penalty if gc.repetition_penalty is not None else 1.0),
             suppress_tokens=_as_tuple(gc.suppress_tokens),
             length_penalty=float(gc.length_penalty if gc.length_penalty is not None else 1.0),
-            early_stopping=gc.early_stopping,
+            early_stopping=gc.early_stopping if gc.early_stopping is not None else False,
             output_scores=bool(gc.output_scores),
             return_dict_in_generate=bool(gc.return_dict_in_generate),
         )
@@ -229,11 +228,13 @@ class LogitsProcessor:
 
 # === One decoder step over a preallocated cache ===
 class GeneratorStep:
-    """Runs the seq2seq generator one token at a time for `H` hypotheses.
+    """Runs the seq2seq generator one token at a time for `H` hypotheses over a static cache.
 
     Each hypothesis owns `rows_per_hypothesis` decoder rows (RAG-Token: one per passage, marginalised
-    with `doc_scores`; a plain generator: one row, raw logits). The cache of self-attention keys and
-    values is padded to `max_length - 1` slots after the first step; slot `t` holds token `t`.
+    with `doc_scores`; a plain generator: one row, raw logits). The generator's cache
+    (`init_cache` / `decode_step`) holds `max_length - 1` self-attention slots; slot `t` holds the
+    keys and values of token `t` and is written in place, so every shape stays fixed. The rows of one
+    hypothesis are adjacent, so reordering beams moves each beam's passage rows together.
     """
 
     def __init__(self, generator, encoder_hidden, encoder_mask, max_length: int, rows_per_hypothesis: int = 1,
@@ -244,73 +245,37 @@ class GeneratorStep:
         self.max_length = max_length
         self.rows = rows_per_hypothesis
         self.doc_logprobs = None if doc_scores is None else tf.nn.log_softmax(tf.cast(doc_scores, tf.float32), axis=1)
-        self.takes_positions = "decoder_position_ids" in inspect.signature(generator.call).parameters
 
-    def _run(self, tokens, past, past_mask, cur_len):
-        from transformers.modeling_tf_outputs import TFBaseModelOutput
-
+    def _run(self, tokens, cache, index):
         decoder_ids = tf.repeat(tokens, self.rows, axis=0) if self.rows > 1 else tokens
-        kwargs = {}
-        if past is not None:
-            decoder_mask = tf.concat([past_mask, tf.ones_like(past_mask[:, :1])], axis=1)
-            kwargs["decoder_attention_mask"] = decoder_mask
-            if self.takes_positions:
-                kwargs["decoder_position_ids"] = tf.fill([tf.shape(decoder_ids)[0], 1], cur_len - 1)
-        out = self.generator(
-            input_ids=None,
-            attention_mask=self.encoder_mask,
-            encoder_outputs=TFBaseModelOutput(last_hidden_state=self.encoder_hidden),
-            decoder_input_ids=decoder_ids,
-            past_key_values=past,
-            use_cache=True,
-            return_dict=True,
-            training=False,
-            **kwargs,
-        )
-        logits = tf.cast(out.logits[:, -1, :], tf.float32)
+        shapes = {key: value.shape for key, value in cache.items()}
+        logits, cache = self.generator.decode_step(decoder_ids, cache, index, self.encoder_mask)
+        # static shapes in, static shapes out: the while_loop's state must keep its shape
+        cache = {key: tf.ensure_shape(value, shapes[key]) for key, value in cache.items()}
+        logits = tf.ensure_shape(tf.cast(logits, tf.float32), [decoder_ids.shape[0], None])
         if self.doc_logprobs is not None:  # RAG-Token marginal over the passages
             logprobs = tf.nn.log_softmax(logits, axis=-1)
             logprobs = tf.reshape(logprobs, [-1, self.rows, tf.shape(logits)[-1]])
             logits = tf.reduce_logsumexp(logprobs + self.doc_logprobs[:, :, None], axis=1)
-        return logits, out.past_key_values
+        return logits, cache
 
     def first(self, tokens):
-        """Step 1 (the start token): scores `(H, V)` and the padded cache state."""
-        scores, past = self._run(tokens, None, None, tf.constant(1))
-        pad = self.max_length - 2
-        padded = tuple(
-            tuple(tf.pad(t, [[0, 0], [0, 0], [0, pad], [0, 0]]) if i < 2 else t for i, t in enumerate(layer))
-            for layer in past
-        )
-        rows = tf.shape(tokens)[0] * self.rows
-        past_mask = tf.concat([tf.ones([rows, 1], tf.int32), tf.zeros([rows, pad], tf.int32)], axis=1)
-        return scores, (padded, past_mask)
+        """Step 1 (the start token, slot 0): scores `(H, V)` and the cache."""
+        cache = dict(self.generator.init_cache(self.encoder_hidden, self.encoder_mask, self.max_length - 1))
+        return self._run(tokens, cache, tf.constant(0, tf.int32))
 
-    def next(self, tokens, state, cur_len):
+    def next(self, tokens, cache, cur_len):
         """The step that feeds token `cur_len - 1` and writes its keys/values to slot `cur_len - 1`."""
-        past, past_mask = state
-        scores, new_past = self._run(tokens, past, past_mask, cur_len)
-        slot = tf.one_hot(cur_len - 1, self.max_length - 1, on_value=True, off_value=False)
-        slot4 = slot[None, None, :, None]
-        updated = tuple(
-            tuple(tf.where(slot4, t[:, :, -1:], t[:, :, :-1]) if i < 2 else t for i, t in enumerate(layer))
-            for layer in new_past
-        )
-        past_mask = tf.where(slot[None, :], tf.ones_like(past_mask), past_mask)
-        return scores, (updated, past_mask)
+        return self._run(tokens, cache, tf.cast(cur_len - 1, tf.int32))
 
-    def reorder(self, state, hypothesis_indices):
-        """Keep the cache rows of the chosen hypotheses (beam search)."""
-        past, past_mask = state
+    def reorder(self, cache, hypothesis_indices):
+        """Keep the self-attention cache rows of the chosen hypotheses (beam search). The cross-attention
+        cache is the same for every beam of one example, so it needs no reordering."""
         if self.rows > 1:
             row_indices = tf.reshape(hypothesis_indices[:, None] * self.rows + tf.range(self.rows)[None, :], [-1])
         else:
             row_indices = hypothesis_indices
-        # cross-attention caches are identical across the beams of one example: no gather needed
-        past = tuple(
-            tuple(tf.gather(t, row_indices) if i < 2 else t for i, t in enumerate(layer)) for layer in past
-        )
-        return past, tf.gather(past_mask, row_indices)
+        return dict(cache, self=tf.gather(cache["self"], row_indices, axis=2))
 
 
 def _write_column(buffer, column, values):
@@ -414,7 +379,9 @@ def beam_search(step: GeneratorStep, options: DecodingOptions, batch_size, proce
         topk_running_sequences = gather_beams(s["running_sequences"], topk_current_beam)
         topk_running_sequences = _write_column(topk_running_sequences, cur_len, topk_ids)
         batch_modified = topk_current_beam + tf.range(B)[:, None] * K
-        topk_running_beam_indices = _write_column(topk_running_beam_indices, cur_len - 1, batch_modified)
+        # (B is a tensor captured by the loop: keep the static shape the buffer had)
+        topk_running_beam_indices = tf.ensure_shape(
+            _write_column(topk_running_beam_indices, cur_len - 1, batch_modified), topk_running_beam_indices.shape)
 
         hits = (cur_len + 1 >= M) | _isin(topk_ids, eos)  # (B, beams_to_keep)
 

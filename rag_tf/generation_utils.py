@@ -5,16 +5,18 @@ The decoding loop itself is `decoding.py` (TF only)."""
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
-from transformers.modeling_tf_outputs import TFBaseModelOutput
 
 from rag_core.arguments import check_context_inputs, check_generate_inputs
 from rag_core.arguments import doc_titles as _doc_titles
+from rag_core.outputs import RagOutput
 
 from . import decoding, retrieval_bridge
+from .models.outputs import EncoderOutput
 
 
 def resolve_generation_config(model, generation_config, kwargs: dict):
@@ -35,7 +37,8 @@ def context_for_generate(rag, input_ids, attention_mask, context_input_ids, cont
     if context_input_ids is None:
         input_ids = tf.convert_to_tensor(input_ids)
         vectors = rag.encode_question(input_ids, attention_mask)
-        retrieved = retrieval_bridge.retrieve(rag.retriever, input_ids, vectors, prefix=rag.generator.config.prefix,
+        retrieved = retrieval_bridge.retrieve(rag.retriever, input_ids, vectors,
+                                              prefix=getattr(rag.generator.config, "prefix", None),
                                               n_docs=n_docs)
         context_input_ids = retrieved["context_input_ids"]
         context_attention_mask = retrieved["context_attention_mask"]
@@ -70,7 +73,7 @@ def make_decode_function(generator, options: decoding.DecodingOptions, rows_per_
 
     def decode(context_input_ids, context_attention_mask, doc_scores):
         encoder = generator.get_encoder()
-        hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask, return_dict=True,
+        hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask,
                          training=False).last_hidden_state
         batch_size = tf.shape(context_input_ids)[0] // rows_per_hypothesis
         result = decoding.run(
@@ -98,5 +101,20 @@ def doc_titles(retriever, doc_ids) -> Optional[list]:
     return _doc_titles(retriever, None if doc_ids is None else np.asarray(doc_ids))
 
 
-def encoder_output(hidden) -> TFBaseModelOutput:
-    return TFBaseModelOutput(last_hidden_state=hidden)
+def encoder_output(hidden) -> EncoderOutput:
+    return EncoderOutput(last_hidden_state=hidden)
+
+
+@dataclass
+class GenerateOutput(RagOutput):
+    """`generate(..., return_dict_in_generate=True)` of `TFRagTokenForGeneration`.
+
+    sequences: `(B*R, S)` ids. scores: with `output_scores`, a tuple of `(B*R, V)` (greedy) or
+    `(B*K, V)` (beam) processed scores per step. sequences_scores: `(B*R,)` length-normalised beam
+    scores (beam search). beam_indices: `(B*R, S-1)` (beam search).
+    """
+
+    sequences: Any = None
+    sequences_scores: Optional[Any] = None
+    scores: Optional[tuple] = None
+    beam_indices: Optional[Any] = None

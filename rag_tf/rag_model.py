@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import tensorflow as tf
-from transformers import PretrainedConfig, TFAutoModel, TFAutoModelForSeq2SeqLM, TFPreTrainedModel
-from transformers.models.auto.modeling_tf_auto import TF_MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 
 from rag_core.arguments import RagInputError, check_context_inputs, resolve, resolve_n_docs
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugLMOutput
 
 from . import retrieval_bridge
+from .models import registry
 from .rag_pretrained_model import TFRagPreTrainedModel, resolve_config, unpack_mapping_input
 
 
@@ -22,17 +21,6 @@ def _static_shape(tensor, rank: int = 2) -> Optional[tuple]:
         return None
     shape = tf.TensorShape(getattr(tensor, "shape", None))
     return tuple(shape.as_list()) if shape.rank is not None else (None,) * rank
-
-
-def _build_generator(config: PretrainedConfig, load_weight_prefix: str) -> TFPreTrainedModel:
-    """The seq2seq generator named `generator`. BART-like classes take `load_weight_prefix` (it names
-    their shared embedding); T5 does not, and passing it anyway is why transformers' TF RAG cannot
-    be built with T5 (defect 8)."""
-    generator_class = TF_MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING[type(config)]
-    kwargs = {"name": "generator"}
-    if getattr(generator_class, "_requires_load_weight_prefix", False):
-        kwargs["load_weight_prefix"] = load_weight_prefix + "/generator"
-    return TFAutoModelForSeq2SeqLM.from_config(config, **kwargs)
 
 
 class TFRagModel(TFRagPreTrainedModel):
@@ -47,30 +35,32 @@ class TFRagModel(TFRagPreTrainedModel):
         >>> out.logits.shape, out.doc_scores.shape   # (B*N, T, V), (B, N)     # doctest: +SKIP
     """
 
-    load_weight_prefix = "tf_rag_model_1"
-
     def __init__(
         self,
         config: Optional[RagConfig] = None,
-        question_encoder: Optional[TFPreTrainedModel] = None,
-        generator: Optional[TFPreTrainedModel] = None,
+        question_encoder: Any = None,
+        generator: Any = None,
         retriever: Any = None,
         **kwargs,
     ):
-        # `load_weight_prefix` (TF only, hence a keyword in **kwargs): the name scope of the generator's
-        # shared embedding; the generation heads pass theirs so variable names match transformers'.
-        load_weight_prefix = kwargs.pop("load_weight_prefix", None)
         # === Config ===
         config = resolve_config(config, question_encoder, generator)
         super().__init__(config, **kwargs)
+        if question_encoder is None or generator is None:
+            registry.check_supported(config)
 
         # === Submodules ===
         if question_encoder is None:
-            question_encoder = TFAutoModel.from_config(config.question_encoder, name="question_encoder")
+            question_encoder = registry.build_question_encoder(config.question_encoder, name="question_encoder")
         if generator is None:
-            generator = _build_generator(config.generator, resolve(load_weight_prefix, self.load_weight_prefix))
+            generator = registry.build_generator(config.generator, name="generator")
         self.question_encoder = question_encoder
         self.generator = generator
+        if getattr(generator, "generation_config", None) is None:
+            # RAG-Sequence decodes with the generator's own generation settings, as the original does
+            from transformers import GenerationConfig
+
+            generator.generation_config = GenerationConfig.from_model_config(config.generator)
 
         # === Retrieval ===
         self.retriever = retriever
@@ -80,7 +70,7 @@ class TFRagModel(TFRagPreTrainedModel):
     def set_retriever(self, retriever: Any) -> None:
         self.retriever = retriever
 
-    def set_context_encoder_for_training(self, ctx_encoder: TFPreTrainedModel) -> None:
+    def set_context_encoder_for_training(self, ctx_encoder: Any) -> None:
         """Train the passage encoder end to end: passage vectors are recomputed by `ctx_encoder` from
         the retriever's `tokenized_doc_ids` inside `call`, so gradients reach it through `doc_scores`.
         The retriever needs a context-encoder tokenizer (`retriever.set_ctx_encoder_tokenizer`)."""
@@ -100,7 +90,6 @@ class TFRagModel(TFRagPreTrainedModel):
             attention_mask=attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             training=training,
         )
         if pooling in ("dpr", "pooler"):
@@ -187,7 +176,6 @@ class TFRagModel(TFRagPreTrainedModel):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            return_dict=True,
             training=training,
         )
 
@@ -238,7 +226,7 @@ class TFRagModel(TFRagPreTrainedModel):
             self.retriever,
             input_ids,
             question_vectors,
-            prefix=self.generator.config.prefix,
+            prefix=getattr(self.generator.config, "prefix", None),
             n_docs=n_docs,
             with_tokenized_docs=self.context_encoder_training,
         )
@@ -256,23 +244,12 @@ class TFRagModel(TFRagPreTrainedModel):
         outputs = self.ctx_encoder(
             retrieved["tokenized_doc_ids"],
             attention_mask=retrieved["tokenized_doc_attention_mask"],
-            return_dict=True,
             training=training,
         )
         return tf.reshape(outputs.pooler_output, [-1, n_docs, dim])
 
     def build(self, input_shape=None):
-        if self.built:
-            return
-        self.built = True
-        # Name scopes give the variables transformers' TF RAG names (`.../rag/generator/...`).
-        with tf.name_scope(self.generator.name):
-            self.generator.build(None)
-        with tf.name_scope(self.question_encoder.name):
-            self.question_encoder.build(None)
-        if self.ctx_encoder is not None:
-            with tf.name_scope(self.ctx_encoder.name):
-                self.ctx_encoder.build(None)
+        self.ensure_built()
 
 
 def add_retrieved_fields(outputs, retrieved: Optional[dict], output_retrieved: bool):

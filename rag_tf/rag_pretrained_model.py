@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import keras
+import numpy as np
 import tensorflow as tf
-import tf_keras
-from transformers import AutoConfig, PretrainedConfig, TFAutoModel, TFAutoModelForSeq2SeqLM, TFPreTrainedModel
 
 from rag_core.arguments import check_labels, generator_max_positions, resolve
 from rag_core.configuration_rag import RagConfig
 
+from . import convert
+from .models import registry
+from .models.weights import SubModelWeightError, load_pt_weights, pt_weights
 
-def resolve_config(config: Optional[PretrainedConfig], question_encoder: Any, generator: Any) -> RagConfig:
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
+SAFETENSORS_NAME = "model.safetensors"
+TF_H5_NAME = "tf_model.h5"
+# PyTorch buffers some checkpoints carry that no model here holds as a weight
+_IGNORED_SUFFIXES = (".position_ids", ".token_type_ids")
+
+
+def resolve_config(config: Any, question_encoder: Any, generator: Any) -> RagConfig:
     """The model's `RagConfig`: the one given, or one built from the two sub-models' configs."""
     if config is None:
         if question_encoder is None or generator is None:
@@ -28,12 +47,6 @@ def resolve_config(config: Optional[PretrainedConfig], question_encoder: Any, ge
             return RagConfig(**config.to_dict())
         raise TypeError(f"config must be a RagConfig, got {type(config).__name__}")
     return config
-
-
-def _split_prefixed_kwargs(kwargs: dict, prefix: str) -> dict:
-    """Pop the `prefix*` keys of `kwargs` and return them without the prefix."""
-    taken = {key[len(prefix):]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}
-    return taken
 
 
 def unpack_mapping_input(call):
@@ -58,15 +71,20 @@ def unpack_mapping_input(call):
     return wrapper
 
 
-class TFRagPreTrainedModel(TFPreTrainedModel):
-    """Base of the TF RAG models: `RagConfig`, `from_pretrained` / `save_pretrained` (`tf_model.h5`,
-    variable names identical to transformers' TF RAG classes so their checkpoints load here and
-    ours load there) and Keras `fit` / `evaluate` / `predict` on the model's own loss.
+class TFRagPreTrainedModel(keras.Model):
+    """Base of the TF RAG models (Keras 3): `RagConfig`, `from_pretrained` / `save_pretrained` and Keras
+    `fit` / `evaluate` / `predict` on the model's own loss.
+
+    Checkpoints are transformers' layout: `config.json` and `model.safetensors` with transformers'
+    PyTorch weight names (`rag.question_encoder.*`, `rag.generator.*`), so one checkpoint serves
+    `rag_pt`, transformers' PyTorch RAG classes and this package. `from_pretrained` also reads sharded
+    safetensors and transformers' TensorFlow `tf_model.h5`; `save_pretrained(..., save_format="h5")`
+    writes `tf_model.h5` in transformers' TF layout for users of transformers 4.x.
 
     Keras usage (graph mode, retrieval inside the step through `retrieval_bridge`):
 
         >>> model = TFRagTokenForGeneration(config, retriever=retriever)   # doctest: +SKIP
-        >>> model.compile(optimizer=tf_keras.optimizers.Adam(1e-4))        # doctest: +SKIP
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-4))           # doctest: +SKIP
         >>> model.fit(tf.data.Dataset.from_tensor_slices(
         ...     {"input_ids": q, "attention_mask": m, "labels": y}).batch(8), epochs=3)  # doctest: +SKIP
 
@@ -76,11 +94,60 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
 
     config_class = RagConfig
     base_model_prefix = "rag"
-    _keys_to_ignore_on_load_missing = [r"position_ids"]
-    # Name under which the generator's shared embedding is created (same string as transformers'
-    # TF RAG, so `tf_model.h5` files match); subclasses set their own.
-    load_weight_prefix = "tf_rag_model_1"
+    # prefix of the sub-models' weight names in this class's checkpoints ("rag." for the heads)
+    weight_prefix = ""
 
+    def __init__(self, config: RagConfig, **kwargs):
+        super().__init__(**kwargs)
+        from transformers import GenerationConfig
+
+        self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)
+
+    # === Weights under transformers' PyTorch names ===
+    def _sub_models(self) -> dict:
+        """`{weight-name prefix: sub-model}` of the sub-models that hold weights."""
+        rag = self.rag if isinstance(self, _TFRagHead) else self
+        parts = {self.weight_prefix + "question_encoder.": rag.question_encoder,
+                 self.weight_prefix + "generator.": rag.generator}
+        if rag.ctx_encoder is not None:
+            parts[self.weight_prefix + "ctx_encoder."] = rag.ctx_encoder
+        return parts
+
+    def ensure_built(self) -> None:
+        """Create every variable (sub-models build on a dummy input); idempotent."""
+        for model in self._sub_models().values():
+            model.ensure_built()
+        self.built = True
+
+    def pt_weights(self) -> dict:
+        """`{transformers PyTorch name: numpy array}`: what `model.safetensors` holds."""
+        self.ensure_built()
+        weights = {}
+        for prefix, model in self._sub_models().items():
+            weights.update(pt_weights(model, prefix))
+        return weights
+
+    def load_pt_weights(self, tensors: Mapping[str, np.ndarray], source: str = "checkpoint") -> None:
+        """Assign every weight from PyTorch-named arrays (a RAG checkpoint of any of the three classes).
+        Checks every sub-model before assigning, so a failure leaves the model as it was."""
+        self.ensure_built()
+        tensors = _with_prefix(tensors, self.weight_prefix)
+        unused = []
+        # check everything first: load into nothing, then assign
+        parts = self._sub_models()
+        for prefix, model in parts.items():
+            _check_weights(model, tensors, prefix, source)
+        for prefix, model in parts.items():
+            unused.extend(load_pt_weights(model, tensors, prefix, source))
+        used_prefixes = tuple(parts)
+        unexpected = [n for n in tensors if not n.startswith(used_prefixes) and not n.endswith(_IGNORED_SUFFIXES)]
+        unexpected += [n for n in unused if not n.endswith(_IGNORED_SUFFIXES)]
+        if unexpected:
+            logger.warning("%s: %d weights not used by %s (e.g. %s)", source, len(unexpected), type(self).__name__,
+                           unexpected[:5])
+
+    # === Loading and saving ===
     @classmethod
     def from_pretrained_question_encoder_generator(
         cls,
@@ -91,41 +158,32 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
     ) -> "TFRagPreTrainedModel":
         """Build a RAG model from a pretrained question encoder and a pretrained seq2seq generator.
 
-        `question_encoder_*` / `generator_*` keyword arguments go to the respective `from_pretrained`
-        (`question_encoder_model=` / `generator_model=` pass ready-made sub-models); the remaining
-        ones update the `RagConfig` (e.g. `n_docs=3`). Works for BART and T5 generators.
+        Each path is a checkpoint folder in transformers' layout (`config.json` and `model.safetensors`,
+        as transformers' PyTorch `save_pretrained` writes them; DPR, BERT, BART or T5).
+        `question_encoder_*` / `generator_*` keyword arguments: `question_encoder_model=` /
+        `generator_model=` pass ready-made sub-models, `*_config=` a config; the remaining ones
+        update the `RagConfig` (e.g. `n_docs=3`).
         """
         kwargs_question_encoder = _split_prefixed_kwargs(kwargs, "question_encoder_")
         kwargs_generator = _split_prefixed_kwargs(kwargs, "generator_")
-
         question_encoder = kwargs_question_encoder.pop("model", None)
         if question_encoder is None:
             if question_encoder_pretrained_model_name_or_path is None:
                 raise ValueError(
                     "pass question_encoder_pretrained_model_name_or_path or a ready model as question_encoder_model="
                 )
-            kwargs_question_encoder.setdefault(
-                "config", AutoConfig.from_pretrained(question_encoder_pretrained_model_name_or_path)
-            )
-            question_encoder = TFAutoModel.from_pretrained(
-                question_encoder_pretrained_model_name_or_path,
-                name="question_encoder",
-                load_weight_prefix=cls.load_weight_prefix,
-                **kwargs_question_encoder,
-            )
-
+            question_encoder = _load_sub_model(registry.build_question_encoder,
+                                               question_encoder_pretrained_model_name_or_path,
+                                               kwargs_question_encoder.pop("config", None), allow_pickle=kwargs.get(
+                                                   "allow_pickle", False))
         generator = kwargs_generator.pop("model", None)
         if generator is None:
             if generator_pretrained_model_name_or_path is None:
                 raise ValueError("pass generator_pretrained_model_name_or_path or a ready model as generator_model=")
-            kwargs_generator.setdefault("config", AutoConfig.from_pretrained(generator_pretrained_model_name_or_path))
-            generator = TFAutoModelForSeq2SeqLM.from_pretrained(
-                generator_pretrained_model_name_or_path,
-                name="generator",
-                load_weight_prefix=cls.load_weight_prefix,
-                **kwargs_generator,
-            )
-
+            generator = _load_sub_model(registry.build_generator, generator_pretrained_model_name_or_path,
+                                        kwargs_generator.pop("config", None),
+                                        allow_pickle=kwargs.get("allow_pickle", False))
+        kwargs.pop("allow_pickle", None)
         config = kwargs.pop("config", None)
         if config is None:
             config = RagConfig.from_question_encoder_generator_configs(
@@ -134,14 +192,77 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
         return cls(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`; `from_pt=True` loads a PyTorch checkpoint (`model.safetensors`,
-        or `pytorch_model.bin` only with `allow_pickle=True`) through `rag_tf.convert`, without torch."""
-        if kwargs.pop("from_pt", False):  # weight conversion (issue 5): convert through the table, then load
-            from .convert import from_pt_checkpoint
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config: Any = None, retriever: Any = None,
+                        from_pt: Optional[bool] = None, allow_pickle: bool = False, **kwargs):
+        """Load a RAG checkpoint folder (or a hub id from the local huggingface_hub cache).
 
-            return from_pt_checkpoint(cls.from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        Reads `model.safetensors` (or its shards) with transformers' PyTorch names, written by this
+        package, `rag_pt` or transformers' PyTorch RAG classes; else transformers' TensorFlow
+        `tf_model.h5`. A `pytorch_model.bin` is a pickle and is read only with `allow_pickle=True`
+        (tensors only). `from_pt` is accepted for compatibility (PyTorch weights are the default
+        format). Keyword arguments that are `RagConfig` fields (e.g. `n_docs=3`) update the config.
+        The retriever is attached as given, never copied.
+        """
+        del from_pt, model_args
+        from rag_core.convert import read_pt_weights
+
+        directory = _resolve_checkpoint(pretrained_model_name_or_path, kwargs)
+        if config is None:
+            config = _load_rag_config(directory)
+        elif not isinstance(config, RagConfig):
+            config = resolve_config(config, None, None)
+        for key in [k for k in kwargs if hasattr(config, k)]:
+            setattr(config, key, kwargs.pop(key))
+        name = kwargs.pop("name", None)
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments: {sorted(kwargs)}")
+        registry.check_supported(config)
+        if _has_pt_weights(directory) or not (directory / TF_H5_NAME).is_file():
+            tensors = read_pt_weights(directory, allow_pickle=allow_pickle)
+        else:
+            tensors = convert.read_tf_h5(directory)
+        model = cls(config=config, retriever=retriever, **({"name": name} if name else {}))
+        model.load_pt_weights(tensors, source=str(directory))
+        if (directory / GENERATION_CONFIG_NAME).is_file():
+            from transformers import GenerationConfig
+
+            model.generation_config = GenerationConfig.from_pretrained(directory)
+        model.config._name_or_path = str(pretrained_model_name_or_path)
+        return model
+
+    def save_pretrained(self, save_directory, save_format: str = "safetensors", **kwargs) -> None:
+        """Write `config.json`, `generation_config.json` and `model.safetensors` (transformers' PyTorch
+        names; `save_format="h5"`: `tf_model.h5` in transformers' TensorFlow layout instead).
+
+        Atomic: everything is written into a temporary sibling folder first and moved into place
+        file by file with `os.replace`, so a failure while writing leaves an existing checkpoint
+        as it was."""
+        del kwargs  # transformers' options (safe_serialization, max_shard_size, ...) do not apply
+        if save_format not in ("safetensors", "h5"):
+            raise ValueError(f"save_format must be 'safetensors' or 'h5', got {save_format!r}")
+        target = Path(save_directory)
+        if target.exists() and not target.is_dir():
+            raise NotADirectoryError(f"save_pretrained: {target} exists and is a file, not a folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        try:
+            config = self.config
+            config.architectures = [type(self).__name__[2:]]  # the PyTorch class name, as transformers writes
+            config.save_pretrained(staging)
+            self.generation_config.save_pretrained(staging)
+            weights = self.pt_weights()
+            if save_format == "h5":
+                convert.write_tf_h5(staging, weights, config, config.architectures[0])
+            else:
+                from safetensors.numpy import save_file
+
+                save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(staging / SAFETENSORS_NAME),
+                          metadata={"format": "pt"})
+            target.mkdir(exist_ok=True)
+            for item in staging.iterdir():
+                os.replace(item, target / item.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     @property
     def input_signature(self) -> dict:
@@ -255,7 +376,7 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
     # separate `y` is taken as `labels`.
     @staticmethod
     def _keras_inputs(data) -> tuple[dict, Optional[tf.Tensor]]:
-        x, y, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if not isinstance(x, Mapping):
             x = {"input_ids": x}
         x = dict(x)
@@ -277,12 +398,12 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
             return tf.reduce_mean(loss)
         return loss
 
-    def _loss_tracker(self):
+    def _rag_loss_metric(self):
         tracker = getattr(self, "_rag_loss_tracker", None)
         if tracker is None:
             # Kept out of Keras' attribute tracking, so its variables never reach the checkpoint.
             with tf.init_scope():
-                tracker = tf_keras.metrics.Mean(name="loss")
+                tracker = keras.metrics.Mean(name="loss")
             object.__setattr__(self, "_rag_loss_tracker", tracker)
         return tracker
 
@@ -292,7 +413,7 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
         return ([tracker] if tracker is not None else []) + [m for m in super().metrics if m.name != "loss"]
 
     def _keras_logs(self, loss, x, outputs) -> dict:
-        tracker = self._loss_tracker()
+        tracker = self._rag_loss_metric()
         tracker.update_state(loss)
         return {"loss": tracker.result()}
 
@@ -303,7 +424,9 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
             loss = self._keras_loss(outputs, sample_weight)
             if self.losses:
                 loss = loss + tf.add_n(self.losses)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        variables = self.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
         return self._keras_logs(loss, x, outputs)
 
     def test_step(self, data):
@@ -314,6 +437,11 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
 
     def predict_step(self, data):
         x, _ = self._keras_inputs(data)
+        if x.get("decoder_input_ids") is None and x.get("labels") is None:
+            # no target given: score the passages and predict the first token after the start token
+            batch = tf.shape(x["input_ids"] if x.get("input_ids") is not None else x["doc_scores"])[0]
+            start = self.config.generator.decoder_start_token_id
+            x["decoder_input_ids"] = tf.fill([batch, 1], tf.constant(start if start is not None else 0, tf.int32))
         outputs = self(**x, training=False)
         keep = ("loss", "logits", "doc_scores")
         return {key: outputs[key] for key in keep if key in outputs and outputs[key] is not None and (
@@ -330,13 +458,15 @@ class TFRagPreTrainedModel(TFPreTrainedModel):
 
 class _TFRagHead(TFRagPreTrainedModel):
     """What `TFRagSequenceForGeneration` and `TFRagTokenForGeneration` share: a `TFRagModel` under
-    `self.rag` (hence the `.../rag/...` variable names) and access to its parts."""
+    `self.rag` (hence the `rag.` weight names) and access to its parts."""
+
+    weight_prefix = "rag."
 
     def __init__(
         self,
-        config: Optional[PretrainedConfig] = None,
-        question_encoder: Optional[TFPreTrainedModel] = None,
-        generator: Optional[TFPreTrainedModel] = None,
+        config: Optional[RagConfig] = None,
+        question_encoder: Any = None,
+        generator: Any = None,
         retriever: Any = None,
         **kwargs,
     ):
@@ -347,13 +477,13 @@ class _TFRagHead(TFRagPreTrainedModel):
         super().__init__(config, **kwargs)
         # === Submodules ===
         self.rag = TFRagModel(config=config, question_encoder=question_encoder, generator=generator,
-                              retriever=retriever, load_weight_prefix=self.load_weight_prefix, name="rag")
+                              retriever=retriever, name="rag")
         self.rag.__dict__["_compile_eager_calls"] = False  # untracked by Keras
 
     def set_retriever(self, retriever: Any) -> None:
         self.rag.set_retriever(retriever)
 
-    def set_context_encoder_for_training(self, ctx_encoder: TFPreTrainedModel) -> None:
+    def set_context_encoder_for_training(self, ctx_encoder: Any) -> None:
         self.rag.set_context_encoder_for_training(ctx_encoder)
 
     @property
@@ -361,11 +491,11 @@ class _TFRagHead(TFRagPreTrainedModel):
         return self.rag.retriever
 
     @property
-    def generator(self) -> TFPreTrainedModel:
+    def generator(self) -> Any:
         return self.rag.generator
 
     @property
-    def question_encoder(self) -> TFPreTrainedModel:
+    def question_encoder(self) -> Any:
         return self.rag.question_encoder
 
     def get_input_embeddings(self):
@@ -379,8 +509,105 @@ class _TFRagHead(TFRagPreTrainedModel):
         return self.rag.generator.set_output_embeddings(new_embeddings)
 
     def build(self, input_shape=None):
-        if self.built:
-            return
-        self.built = True
-        with tf.name_scope(self.rag.name):
-            self.rag.build(None)
+        self.ensure_built()
+
+
+def _split_prefixed_kwargs(kwargs: dict, prefix: str) -> dict:
+    """Pop the `prefix*` keys of `kwargs` and return them without the prefix."""
+    return {key[len(prefix):]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}
+
+
+def _with_prefix(tensors: Mapping[str, np.ndarray], prefix: str) -> Mapping[str, np.ndarray]:
+    """A `RagModel` checkpoint (no `rag.`) read by a head, or a head's read by `RagModel`."""
+    names = list(tensors)
+    if prefix and names and not any(n.startswith(prefix) for n in names):
+        return {prefix + n: v for n, v in tensors.items()}
+    if not prefix and names and all(n.startswith("rag.") for n in names):
+        return {n[len("rag."):]: v for n, v in tensors.items()}
+    return tensors
+
+
+def _check_weights(model, tensors, prefix: str, source: str) -> None:
+    """Raise what `load_pt_weights` would raise, without assigning anything."""
+    rows = model.pt_weight_table()
+    aliases = model.pt_weight_aliases() if hasattr(model, "pt_weight_aliases") else {}
+    for row in rows:
+        name = prefix + row.pt_name
+        if name not in tensors:
+            alternatives = [prefix + a for a, c in aliases.items() if c == row.pt_name and prefix + a in tensors]
+            if not alternatives:
+                raise SubModelWeightError(f"{source}: missing weight {name!r} ({type(model).__name__})")
+            name = alternatives[0]
+        shape = tuple(np.shape(tensors[name]))
+        expected = tuple(row.variable.shape)
+        if row.transform == "transpose":
+            expected = expected[::-1]
+        if shape != expected:
+            raise SubModelWeightError(f"{source}: weight {name!r} has shape {shape}, expected {expected} for this "
+                                      "configuration")
+
+
+def _resolve_checkpoint(name_or_path, kwargs: dict) -> Path:
+    """A local folder, or a hub id resolved in the local huggingface_hub cache (no download when
+    `HF_HUB_OFFLINE` is set); `cache_dir`, `revision`, `token`, `local_files_only` are honoured."""
+    hub = {k: kwargs.pop(k) for k in ("cache_dir", "revision", "token", "local_files_only", "force_download",
+                                      "proxies", "subfolder") if k in kwargs}
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path / hub["subfolder"] if hub.get("subfolder") else path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; from_pretrained needs a checkpoint folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(str(name_or_path), cache_dir=hub.get("cache_dir"), revision=hub.get("revision"),
+                                  token=hub.get("token"), local_files_only=hub.get("local_files_only", False) or
+                                  os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"),
+                                  allow_patterns=["*.json", "*.safetensors", "*.h5", "*.txt", "*.model"])
+    except Exception as err:  # noqa: BLE001 - every hub failure gets the same clear message
+        raise OSError(f"{name_or_path!r} is neither a local checkpoint folder nor a model id found in the "
+                      f"huggingface_hub cache ({type(err).__name__}: {err})") from err
+    return Path(local) / hub["subfolder"] if hub.get("subfolder") else Path(local)
+
+
+def _load_rag_config(directory: Path) -> RagConfig:
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise OSError(f"{directory} has no {CONFIG_NAME}: not a checkpoint folder")
+    try:
+        found = json.loads(path.read_text()).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise OSError(f"{path} is not a JSON object: {err}") from err
+    if found != "rag":
+        raise ValueError(f"{path} describes a {found!r} model; a RAG checkpoint has model_type 'rag' "
+                         "(for separate question encoder and generator folders use "
+                         "from_pretrained_question_encoder_generator)")
+    return RagConfig.from_pretrained(directory)
+
+
+def _has_pt_weights(directory: Path) -> bool:
+    return any((directory / n).is_file() for n in (SAFETENSORS_NAME, SAFETENSORS_NAME + ".index.json",
+                                                   "model.safetensors.index.json", "pytorch_model.bin",
+                                                   "pytorch_model.bin.index.json"))
+
+
+def _load_sub_model(build, name_or_path, config=None, allow_pickle: bool = False):
+    """A stand-alone sub-model checkpoint (DPR, BERT, BART, T5 folder in transformers' layout)."""
+    from transformers import AutoConfig
+
+    from rag_core.convert import read_pt_weights
+
+    directory = _resolve_checkpoint(name_or_path, {})
+    config = config if config is not None else AutoConfig.from_pretrained(directory)
+    model = build(config)
+    model.ensure_built()
+    tensors = read_pt_weights(directory, allow_pickle=allow_pickle)
+    names = {row.pt_name for row in model.pt_weight_table()}
+    prefix = next((p for p in ("", "bert.", "model.") if any(p + n in tensors for n in names)), "")
+    if prefix == "" and "model.shared.weight" in names and "shared.weight" in tensors:
+        tensors = {("model." + k if not k.startswith(("lm_head.", "final_logits_bias")) else k): v
+                   for k, v in tensors.items()}  # a BartModel without its head
+    if "final_logits_bias" in names and "final_logits_bias" not in tensors:
+        tensors = dict(tensors, final_logits_bias=np.zeros((1, config.vocab_size), np.float32))
+    load_pt_weights(model, tensors, prefix, source=str(directory))
+    return model

@@ -35,8 +35,6 @@ class TFRagSequenceForGeneration(_TFRagHead):
     passages that produced them (`rescore="fast"`). No second retrieval.
     """
 
-    load_weight_prefix = "tf_rag_sequence_for_generation_1/rag"
-
     def __init__(
         self,
         config: Optional[RagConfig] = None,
@@ -156,8 +154,8 @@ class TFRagSequenceForGeneration(_TFRagHead):
         n_docs_explicit = n_docs is not None
         n_docs = resolve_n_docs(n_docs, self.config.n_docs)
         do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
-        num_return_sequences = resolve(num_return_sequences, self.config.num_return_sequences)
-        num_beams = resolve(num_beams, self.config.num_beams)
+        num_return_sequences = resolve(num_return_sequences, self.generation_config.num_return_sequences)
+        num_beams = resolve(num_beams, self.generation_config.num_beams)
         for unsupported in ("return_dict_in_generate", "output_scores", "num_return_sequences"):
             if model_kwargs.pop(unsupported, None):
                 raise ValueError(
@@ -277,7 +275,7 @@ class TFRagSequenceForGeneration(_TFRagHead):
         pad = self.config.generator.pad_token_id
         out = self.generator(input_ids=None, attention_mask=encoder_mask,
                              encoder_outputs=generation_utils.encoder_output(hidden), decoder_input_ids=labels,
-                             use_cache=False, return_dict=True, training=False)
+                             use_cache=False, training=False)
         logits = tf.cast(out.logits, tf.float32)
         target = losses.shift_targets_left(labels, pad)
         token_lp = tf.gather(logits, target, batch_dims=2) - tf.reduce_logsumexp(logits, axis=-1)

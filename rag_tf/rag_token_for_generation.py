@@ -6,7 +6,6 @@ from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
-from transformers.generation.tf_utils import TFBeamSearchEncoderDecoderOutput, TFGreedySearchEncoderDecoderOutput
 
 from rag_core.arguments import RagInputError, resolve, resolve_bos_token_id, resolve_n_docs
 from rag_core.configuration_rag import RagConfig
@@ -28,8 +27,6 @@ class TFRagTokenForGeneration(_TFRagHead):
     `jit_compile=True` the generator's encoder and the whole loop are XLA-compiled (retrieval runs
     before, eagerly). Ids equal those of `rag_pt.RagTokenForGeneration` on the same weights.
     """
-
-    load_weight_prefix = "tf_rag_token_for_generation_1/rag"
 
     def __init__(
         self,
@@ -157,7 +154,7 @@ class TFRagTokenForGeneration(_TFRagHead):
         `return_dict_in_generate`. TF-only: `jit_compile=True` XLA-compiles encoder and loop.
         `logits_processor`: extra callables `(sequences, scores, cur_len) -> scores`, run last.
 
-        Returns `(B*R, S)` ids; with `return_dict_in_generate` transformers' TF generate output;
+        Returns `(B*R, S)` ids; with `return_dict_in_generate` a `GenerateOutput` (sequences, scores, sequences_scores);
         with `output_provenance` a `rag_core.RetrievAugGenerateOutput`.
         """
         jit_compile = bool(kwargs.pop("jit_compile", False))
@@ -200,7 +197,6 @@ class TFRagTokenForGeneration(_TFRagHead):
             )
         if not options.return_dict_in_generate:
             return sequences
-        if options.num_beams > 1:
-            return TFBeamSearchEncoderDecoderOutput(sequences=sequences, sequences_scores=result["sequences_scores"],
-                                                    scores=result.get("scores"))
-        return TFGreedySearchEncoderDecoderOutput(sequences=sequences, scores=result.get("scores"))
+        return generation_utils.GenerateOutput(sequences=sequences, sequences_scores=result.get("sequences_scores"),
+                                               scores=result.get("scores"),
+                                               beam_indices=result.get("beam_indices"))

@@ -28,7 +28,9 @@ def sharpen(config) -> None:
 
 
 def build_pair(tmp_dir, head: str, question_encoder: str, generator: str, passages_dir, seed: int = 0):
-    """(pt_model, tf_model, pt_dir, tf_dir): the TF model is loaded from the converted PT checkpoint."""
+    """(pt_model, tf_model, pt_dir, tf_dir): the TF model loads the PyTorch checkpoint as it is (one
+    `model.safetensors` serves both); `tf_dir` holds the same weights converted to transformers' TF
+    layout (`tf_model.h5`) by `rag_core.convert`."""
     import torch
 
     import rag_pt
@@ -42,7 +44,7 @@ def build_pair(tmp_dir, head: str, question_encoder: str, generator: str, passag
     pt_dir, tf_dir = tmp_dir / "pt", tmp_dir / "tf"
     pt_model.save_pretrained(pt_dir)
     convert_checkpoint(pt_dir, tf_dir, to="tf")
-    tf_model = getattr(rag_tf, "TF" + HEADS[head]).from_pretrained(tf_dir)
+    tf_model = getattr(rag_tf, "TF" + HEADS[head]).from_pretrained(pt_dir)
     return pt_model, tf_model, pt_dir, tf_dir
 
 

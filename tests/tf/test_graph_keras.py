@@ -4,7 +4,7 @@ run_eagerly), gradients to the question encoder, XLA decoding, SavedModel export
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras
+import keras
 
 from rag_core.arguments import INVALID_DOC_SCORE
 from rag_core.outputs import RetrievAugLMMarginOutput
@@ -75,7 +75,7 @@ def test_gradients_reach_the_question_encoder(tiny_retriever, data):
 @pytest.mark.parametrize("head", ["token", "sequence"])
 def test_keras_fit_evaluate_predict_in_graph_mode(head, tiny_retriever, data):
     model = support.build_ours(support.make_config(), head, retriever=tiny_retriever("bart"))
-    model.compile(optimizer=tf_keras.optimizers.Adam(3e-3))
+    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3))
     assert not model.run_eagerly
     dataset = tf.data.Dataset.from_tensor_slices(data).batch(2)
     history = model.fit(dataset, epochs=4, verbose=0)

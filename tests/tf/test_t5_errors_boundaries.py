@@ -1,4 +1,4 @@
-"""T5 generators (which transformers' TF RAG cannot build, defect 8), bad input, save/load, and the
+"""T5 generators (which transformers' TF RAG could not build), bad input, save/load, and the
 package boundary (rag_tf never imports torch)."""
 
 import subprocess
@@ -29,7 +29,7 @@ def test_t5_forward_loss_follows_the_maths(t5_model, t5_contexts, t5_tokenizer):
     want = support.np_loss("token", out.logits.numpy(), out.doc_scores.numpy(), labels, n_docs=3, pad=0)
     np.testing.assert_allclose(out.loss.numpy(), want, rtol=1e-5, atol=1e-4)
     seq = support.ours_class("sequence")(t5_model.config)
-    seq.build_in_name_scope()
+    seq.ensure_built()
     seq.set_weights(t5_model.get_weights())
     got = seq(**t5_contexts, labels=tf.constant(labels))
     want = support.np_loss("sequence", got.logits.numpy(), got.doc_scores.numpy(), labels, n_docs=3, pad=0)
@@ -44,7 +44,7 @@ def test_t5_generate_xla_equals_graph_and_save_load_round_trip(t5_model, t5_cont
     np.testing.assert_array_equal(xla.numpy(), graph.numpy())
     t5_model.save_pretrained(str(tmp_path))
     loaded = support.ours_class("token").from_pretrained(str(tmp_path))
-    assert support.weight_names(loaded) == support.weight_names(t5_model)
+    assert sorted(loaded.pt_weights()) == sorted(t5_model.pt_weights())
     np.testing.assert_array_equal(loaded.generate(**t5_contexts, num_beams=2, max_length=8).numpy(), graph.numpy())
 
 
@@ -82,4 +82,4 @@ def test_unsupported_generation_options_are_refused(token_pair, bart_contexts):
 def test_rag_tf_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", support.no_torch_subprocess_code()], capture_output=True,
                             text=True, env=support.env(), timeout=300, cwd=str(support.ROOT))
-    assert result.returncode == 0 and "ok None" in result.stdout, result.stderr[-2000:]
+    assert result.returncode == 0 and "ok None False" in result.stdout, result.stderr[-2000:]
