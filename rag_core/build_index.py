@@ -439,7 +439,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rag_core.build_index", description=__doc__.split("\n\n")[0])
     parser.add_argument("passages", help="CSV, TSV or JSONL file with 'title' and 'text'")
     parser.add_argument("output_dir", help="folder to create (refused if it exists, unless --overwrite)")
-    parser.add_argument("--encoder", required=True, help="transformers encoder name or local path (DPR ctx encoder, MiniLM, ...)")
+    parser.add_argument("--encoder", default=None, help="transformers encoder name or local path (DPR ctx encoder, MiniLM, ...)")
+    parser.add_argument("--embeddings", default=None, metavar="FILE.npy",
+                        help="precomputed embeddings instead of --encoder: a .npy file (np.save, no pickle) of "
+                             "shape (passages, dim), one row per passage of the file, in order (implies --no-split)")
     parser.add_argument("--pooling", choices=POOLINGS, default=None, help="default: pooler for DPR, mean otherwise")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise embeddings (sentence encoders)")
     parser.add_argument("--index-kind", choices=INDEX_KINDS, default="flat")
@@ -457,13 +460,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if (args.encoder is None) == (args.embeddings is None):
+        parser.error("give exactly one of --encoder (a model that embeds the passages) or --embeddings "
+                     "(a .npy file of precomputed passage embeddings)")
+    if args.embeddings is not None and (args.pooling is not None or args.normalize):
+        parser.error("--pooling and --normalize apply to --encoder; --embeddings are used as they are")
     try:
         pairs = read_passages(args.passages, args.format)
+        embeddings = None
+        if args.embeddings is not None:
+            try:
+                embeddings = np.load(args.embeddings, allow_pickle=False)
+            except (OSError, ValueError) as err:  # missing, not a .npy file, or an object (pickled) array
+                raise ValueError(f"--embeddings {args.embeddings!r}: not a readable .npy array ({err})") from None
         out = build_index(
-            pairs, args.output_dir, encoder=args.encoder, pooling=args.pooling, normalize=args.normalize,
+            pairs, args.output_dir, encoder=args.encoder, embeddings=embeddings, pooling=args.pooling,
+            normalize=args.normalize,
             index_kind=args.index_kind, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
             ivf_nlist=args.ivf_nlist, pq_m=args.pq_m, rerank_k_factor=args.rerank_k_factor,
-            split=not args.no_split, words_per_passage=args.words_per_passage, batch_size=args.batch_size,
+            split=not args.no_split and embeddings is None, words_per_passage=args.words_per_passage, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
         )
     except (OutputExistsError, PassagesError, FileNotFoundError, ValueError) as err:

@@ -154,8 +154,9 @@ class TFRagSequenceForGeneration(_TFRagHead):
         n_docs_explicit = n_docs is not None
         n_docs = resolve_n_docs(n_docs, self.config.n_docs)
         do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
-        num_return_sequences = resolve(num_return_sequences, self.generation_config.num_return_sequences)
-        num_beams = resolve(num_beams, self.generation_config.num_beams)
+        # transformers 5 leaves unset generation options None (meaning 1)
+        num_return_sequences = resolve(num_return_sequences, self.generation_config.num_return_sequences or 1)
+        num_beams = resolve(num_beams, self.generation_config.num_beams or 1)
         for unsupported in ("return_dict_in_generate", "output_scores", "num_return_sequences"):
             if model_kwargs.pop(unsupported, None):
                 raise ValueError(
