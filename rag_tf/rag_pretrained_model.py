@@ -97,13 +97,6 @@ class TFRagPreTrainedModel(keras.Model):
     # prefix of the sub-models' weight names in this class's checkpoints ("rag." for the heads)
     weight_prefix = ""
 
-    def __init__(self, config: RagConfig, **kwargs):
-        super().__init__(**kwargs)
-        from transformers import GenerationConfig
-
-        self.config = config
-        self.generation_config = GenerationConfig.from_model_config(config)
-
     # === Weights under transformers' PyTorch names ===
     def _sub_models(self) -> dict:
         """`{weight-name prefix: sub-model}` of the sub-models that hold weights."""
@@ -229,6 +222,14 @@ class TFRagPreTrainedModel(keras.Model):
             model.generation_config = GenerationConfig.from_pretrained(directory)
         model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
+
+    def __init__(self, config: RagConfig, *inputs, **kwargs):
+        del inputs  # accepted as transformers' base classes accept them; unused
+        super().__init__(**kwargs)
+        from transformers import GenerationConfig
+
+        self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)
 
     def save_pretrained(self, save_directory, save_format: str = "safetensors", **kwargs) -> None:
         """Write `config.json`, `generation_config.json` and `model.safetensors` (transformers' PyTorch

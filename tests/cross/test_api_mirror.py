@@ -105,6 +105,8 @@ def test_same_signatures(packages, name):
         member = reverse.get(tf_member, tf_member)
         if not hasattr(tf_cls, tf_member) or not hasattr(pt_cls, member):
             continue  # reported by test_same_methods_in_the_same_order
+        if member in TOLERANCES["loader_signatures"].names:
+            continue
         pt_sig, tf_sig = _signature(pt_cls, member), _signature(tf_cls, tf_member)
         if pt_sig is None or tf_sig is None:
             if (pt_sig is None) != (tf_sig is None):

@@ -47,25 +47,36 @@ TOLERANCES = {
         0.0, 0.0,
         "RAG-Token decoding as a fixed-shape tf.while_loop so it compiles with XLA (issue 4); PyTorch "
         "decodes with transformers' GenerationMixin instead (rag_tf/__init__.py records the quirk)",
-        divergence="rag_tf/decoding.py has no rag_pt twin",
-        names=("decoding",),
+        divergence="rag_tf/decoding.py has no rag_pt twin; rag_tf/models holds rag_tf's own Keras 3 BART, T5, "
+                   "BERT and DPR (rag_pt uses transformers' PyTorch ones)",
+        names=("decoding", "models"),
     ),
     "tf_only_members": Tolerance(
         0.0, 0.0,
         "Keras: fit/evaluate/predict call train_step/test_step/predict_step, compile and metrics are "
         "Keras' training API (issue 4); build creates variables lazily; input_signature is "
-        "transformers' TF serving signature. PyTorch has no counterpart of any of them",
+        "the TF serving signature; ensure_built creates every variable before weights are assigned, and "
+        "pt_weights / load_pt_weights are state_dict / load_state_dict under transformers' PyTorch names. "
+        "PyTorch has no counterpart of any of them (torch modules own their parameters from __init__)",
         divergence="TF classes define these members; PyTorch classes do not",
-        names=("train_step", "test_step", "predict_step", "compile", "metrics", "build", "input_signature"),
+        names=("train_step", "test_step", "predict_step", "compile", "metrics", "build", "input_signature",
+               "ensure_built", "pt_weights", "load_pt_weights"),
     ),
     "pt_only_members": Tolerance(
         0.0, 0.0,
         "GenerationMixin hook: transformers' PyTorch generate calls it once per decoding step to build "
         "the model inputs. TF RAG-Token decodes with its own fixed-shape tf.while_loop (rag_tf/decoding.py, "
-        "see tf_only_modules), which never calls such a hook, so a TF twin would be dead code; the TF "
-        "class inherits transformers' TFGenerationMixin stub of the same name, unused",
+        "see tf_only_modules), which never calls such a hook, so a TF twin would be dead code",
         divergence="RagTokenForGeneration defines these members; TFRagTokenForGeneration does not",
         names=("prepare_inputs_for_generation",),
+    ),
+    "loader_signatures": Tolerance(
+        0.0, 0.0,
+        "rag_pt's from_pretrained / save_pretrained pass their options through to transformers' "
+        "PreTrainedModel (device maps, sharding, hub upload, ...); rag_tf's are its own (safetensors or "
+        "h5, `retriever`, `allow_pickle`, `from_pt` named explicitly). Both accept the original's calls",
+        divergence="the keyword arguments of from_pretrained and save_pretrained differ",
+        names=("from_pretrained", "save_pretrained"),
     ),
 }
 
