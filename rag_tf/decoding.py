@@ -26,14 +26,12 @@ NEG_INF = float("-inf")
 # Generation options these loops implement; any other option set to a non-default value is refused
 # with a clear error rather than silently ignored.
 _UNSUPPORTED = {
-    "do_sample": False,
     "num_beam_groups": 1,
     "diversity_penalty": 0.0,
     "constraints": None,
     "force_words_ids": None,
     "encoder_no_repeat_ngram_size": 0,
     "encoder_repetition_penalty": 1.0,
-    "bad_words_ids": None,
     "sequence_bias": None,
     "begin_suppress_tokens": None,
     "exponential_decay_length_penalty": None,
@@ -71,6 +69,11 @@ class DecodingOptions:
     early_stopping: Union[bool, str]
     output_scores: bool
     return_dict_in_generate: bool
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    bad_words_ids: tuple = ()
 
     @classmethod
     def from_generation_config(cls, generation_config, fallback_config=None) -> "DecodingOptions":
@@ -80,9 +83,10 @@ class DecodingOptions:
             value = getattr(gc, name, default)
             if value not in (default, None) and not (name == "num_beam_groups" and value == 1):
                 raise NotImplementedError(
-                    f"generate({name}={value!r}) is not supported by the TF RAG decoder; supported: greedy and "
-                    "beam search with min/max length, no_repeat_ngram_size, repetition_penalty, "
-                    "forced BOS/EOS, suppress_tokens, prefix_allowed_tokens_fn, num_return_sequences"
+                    f"generate({name}={value!r}) is not supported by the TF RAG decoder; supported: greedy, "
+                    "sampling (temperature, top_k, top_p, seed) and beam search with min/max length, "
+                    "no_repeat_ngram_size, repetition_penalty, forced BOS/EOS, suppress_tokens, bad_words_ids, "
+                    "prefix_allowed_tokens_fn, num_return_sequences"
                 )
         fallback = fallback_config
         eos = _as_tuple(gc.eos_token_id if gc.eos_token_id is not None else getattr(fallback, "eos_token_id", None))
@@ -102,6 +106,11 @@ class DecodingOptions:
         num_return = int(gc.num_return_sequences or 1)
         if num_beams == 1 and num_return > 1:
             raise ValueError(f"num_return_sequences has to be 1 with greedy decoding, got {num_return}")
+        if gc.do_sample and num_beams > 1:
+            raise NotImplementedError("beam sampling (do_sample=True with num_beams > 1) is not supported by the TF "
+                                      "RAG decoder; sample with num_beams=1, or search with do_sample=False")
+        if gc.do_sample and (gc.temperature is not None and not gc.temperature > 0):
+            raise ValueError(f"temperature must be > 0 when sampling, got {gc.temperature}")
         if num_return > num_beams:
             raise ValueError(f"num_return_sequences ({num_return}) has to be <= num_beams ({num_beams})")
         # transformers 5 leaves unset generation options None; 20 is transformers' default max_length
@@ -127,6 +136,11 @@ class DecodingOptions:
             early_stopping=gc.early_stopping if gc.early_stopping is not None else False,
             output_scores=bool(gc.output_scores),
             return_dict_in_generate=bool(gc.return_dict_in_generate),
+            do_sample=bool(gc.do_sample),
+            temperature=float(gc.temperature if gc.temperature is not None else 1.0),
+            top_k=int(gc.top_k or 0),
+            top_p=float(gc.top_p if gc.top_p is not None else 1.0),
+            bad_words_ids=tuple(tuple(int(t) for t in word) for word in (gc.bad_words_ids or ())),
         )
 
 
@@ -158,6 +172,8 @@ class LogitsProcessor:
             scores = tf.where(cur_len == o.max_length - 1, self._force(scores, o.forced_eos_token_ids), scores)
         if o.suppress_tokens:
             scores = self._ban(scores, o.suppress_tokens)
+        if o.bad_words_ids:
+            scores = self._bad_words(sequences, scores, cur_len)
         for processor in self.extra:
             scores = processor(sequences, scores, cur_len)
         return scores
@@ -204,6 +220,39 @@ class LogitsProcessor:
         banned = self._present_tokens(banned_tokens, match)
         banned = banned & (cur_len + 1 >= n)
         return tf.where(banned, tf.constant(NEG_INF, scores.dtype), scores)
+
+    def _bad_words(self, sequences, scores, cur_len):
+        """Ban the last token of each bad word whose other tokens are the last tokens generated."""
+        banned = tf.zeros(tf.shape(scores), tf.bool)
+        for word in self.options.bad_words_ids:
+            if not word or not 0 <= word[-1] < self.vocab_size:
+                continue
+            match = tf.ones([tf.shape(sequences)[0]], tf.bool)
+            for k, token in enumerate(word[:-1]):  # token k sits at position cur_len - (len - 1) + k
+                position = cur_len - (len(word) - 1) + k
+                at = tf.gather(sequences, tf.maximum(position, 0), axis=1)
+                match = match & (position >= 0) & tf.equal(at, token)
+            banned = banned | (match[:, None] & self._token_mask((word[-1],)))
+        return tf.where(banned, tf.constant(NEG_INF, scores.dtype), scores)
+
+    def warp(self, scores):
+        """Sampling warpers in transformers' order: temperature, top-k, top-p (nucleus)."""
+        o = self.options
+        if o.temperature != 1.0:
+            scores = scores / o.temperature
+        if o.top_k > 0:
+            k = min(o.top_k, self.vocab_size)
+            kth = tf.math.top_k(scores, k=k).values[:, -1:]
+            scores = tf.where(scores < kth, tf.constant(NEG_INF, scores.dtype), scores)
+        if o.top_p < 1.0:
+            ordered = tf.sort(scores, axis=-1, direction="DESCENDING")
+            cumulative = tf.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1)
+            # keep the smallest prefix whose mass reaches top_p (always at least one token)
+            keep = tf.concat([tf.ones_like(cumulative[:, :1], tf.bool), cumulative[:, :-1] < o.top_p], axis=-1)
+            threshold = tf.reduce_min(tf.where(keep, ordered, tf.constant(np.inf, scores.dtype)), axis=-1,
+                                      keepdims=True)
+            scores = tf.where(scores < threshold, tf.constant(NEG_INF, scores.dtype), scores)
+        return scores
 
     def _prefix_mask(self, sequences, cur_len):
         """0 for the tokens `prefix_allowed_tokens_fn(batch_id, sent)` allows, -inf elsewhere (Python)."""
@@ -291,8 +340,11 @@ def _isin(tokens, token_ids: Sequence[int]):
 
 
 # === Greedy (transformers' PyTorch `_sample` without sampling) ===
-def greedy_search(step: GeneratorStep, options: DecodingOptions, batch_size, processor: LogitsProcessor) -> dict:
-    """Returns `sequences (B, M)` (pad-filled past `length`), `length ()` and `scores (M-1, B, V)`."""
+def greedy_search(step: GeneratorStep, options: DecodingOptions, batch_size, processor: LogitsProcessor,
+                  seed=None) -> dict:
+    """Returns `sequences (B, M)` (pad-filled past `length`), `length ()` and `scores (M-1, B, V)`.
+    With `options.do_sample`, draws each token from the warped distribution with a stateless
+    generator seeded by `seed` (`(2,)` int32) and the step, so a seed reproduces its samples."""
     M = options.max_length
     eos = options.eos_token_ids
     vocab = processor.vocab_size
@@ -304,7 +356,11 @@ def greedy_search(step: GeneratorStep, options: DecodingOptions, batch_size, pro
         scores = processor(sequences, raw_scores, cur_len)
         if options.output_scores:
             scores_acc = tf.tensor_scatter_nd_update(scores_acc, [[cur_len - 1]], scores[None])
-        next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        if options.do_sample:
+            step_seed = tf.stack([seed[0], seed[1] + cur_len])
+            next_tokens = tf.cast(tf.random.stateless_categorical(processor.warp(scores), 1, step_seed)[:, 0], tf.int32)
+        else:
+            next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
         if eos:
             next_tokens = tf.where(unfinished, next_tokens, options.pad_token_id)
             unfinished = unfinished & ~_isin(next_tokens, eos)
@@ -470,7 +526,8 @@ def beam_search(step: GeneratorStep, options: DecodingOptions, batch_size, proce
 
 
 def run(generator, encoder_hidden, encoder_mask, options: DecodingOptions, batch_size, vocab_size: int,
-        rows_per_hypothesis: int = 1, doc_scores=None, prefix_allowed_tokens_fn=None, logits_processor=()) -> dict:
+        rows_per_hypothesis: int = 1, doc_scores=None, prefix_allowed_tokens_fn=None, logits_processor=(),
+        seed=None) -> dict:
     """Expand the encoder output over beams, then greedy or beam search. Fixed shapes throughout."""
     K = options.num_beams
     if K > 1:
@@ -486,7 +543,7 @@ def run(generator, encoder_hidden, encoder_mask, options: DecodingOptions, batch
     step = GeneratorStep(generator, encoder_hidden, encoder_mask, options.max_length, rows_per_hypothesis, doc_scores)
     processor = LogitsProcessor(options, vocab_size, prefix_allowed_tokens_fn, logits_processor)
     if K == 1:
-        return greedy_search(step, options, batch_size, processor)
+        return greedy_search(step, options, batch_size, processor, seed)
     return beam_search(step, options, batch_size, processor)
 
 

@@ -71,7 +71,7 @@ def make_decode_function(generator, options: decoding.DecodingOptions, rows_per_
     the generator's encoder once per context, then the decoding loop, in one `tf.function`."""
     vocab_size = generator.config.vocab_size
 
-    def decode(context_input_ids, context_attention_mask, doc_scores):
+    def decode(context_input_ids, context_attention_mask, doc_scores, seed=None):
         encoder = generator.get_encoder()
         hidden = encoder(input_ids=context_input_ids, attention_mask=context_attention_mask,
                          training=False).last_hidden_state
@@ -79,7 +79,7 @@ def make_decode_function(generator, options: decoding.DecodingOptions, rows_per_
         result = decoding.run(
             generator, hidden, context_attention_mask, options, batch_size, vocab_size,
             rows_per_hypothesis=rows_per_hypothesis, doc_scores=doc_scores if marginalize else None,
-            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, logits_processor=logits_processor,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, logits_processor=logits_processor, seed=seed,
         )
         result["encoder_hidden"] = hidden  # RAG-Sequence rescoring reuses it instead of encoding again
         return result
@@ -87,6 +87,18 @@ def make_decode_function(generator, options: decoding.DecodingOptions, rows_per_
     if prefix_allowed_tokens_fn is not None and jit_compile:
         raise ValueError("prefix_allowed_tokens_fn calls Python at every step and cannot run with jit_compile=True")
     return tf.function(decode, jit_compile=jit_compile, reduce_retracing=True)
+
+
+def sampling_seed(options: decoding.DecodingOptions, seed) -> Optional[tf.Tensor]:
+    """The `(2,)` seed tensor of a sampling call (a fresh random one unless `seed` is given); None
+    when not sampling. A tensor, so a new seed does not retrace the compiled loop."""
+    if not options.do_sample:
+        if seed is not None:
+            raise ValueError("`seed` only applies with do_sample=True")
+        return None
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    return tf.constant([int(seed), 0], tf.int32)
 
 
 def cached_decode_function(model, key: tuple, factory):

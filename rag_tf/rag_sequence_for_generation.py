@@ -151,6 +151,7 @@ class TFRagSequenceForGeneration(_TFRagHead):
         """
         rescore = resolve_rescore(rescore)
         jit_compile = bool(model_kwargs.pop("jit_compile", False))
+        seed = model_kwargs.pop("seed", None)
         n_docs_explicit = n_docs is not None
         n_docs = resolve_n_docs(n_docs, self.config.n_docs)
         do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
@@ -176,7 +177,7 @@ class TFRagSequenceForGeneration(_TFRagHead):
         decode = generation_utils.cached_decode_function(
             self, ("sequence", options, jit_compile),
             lambda: generation_utils.make_decode_function(self.generator, options, 1, False, jit_compile))
-        raw = decode(context_input_ids, context_attention_mask, None)
+        raw = decode(context_input_ids, context_attention_mask, None, generation_utils.sampling_seed(options, seed))
         generated = decoding.finalize(raw, options)
 
         # 2. deduplicate, rescore and keep the best, all examples at once, as one cached graph

@@ -150,14 +150,17 @@ class TFRagTokenForGeneration(_TFRagHead):
         Options come from `generation_config` (default: the model's) updated with `kwargs`:
         `max_length`/`max_new_tokens`, `min_length`, `num_beams`, `num_return_sequences`,
         `no_repeat_ngram_size`, `repetition_penalty`, `forced_bos_token_id`, `forced_eos_token_id`,
-        `suppress_tokens`, `length_penalty`, `early_stopping`, `output_scores`,
-        `return_dict_in_generate`. TF-only: `jit_compile=True` XLA-compiles encoder and loop.
+        `suppress_tokens`, `bad_words_ids`, `length_penalty`, `early_stopping`, `output_scores`,
+        `return_dict_in_generate`, and sampling (`do_sample=True` with `temperature`, `top_k`,
+        `top_p`; `seed=` makes it reproducible). TF-only: `jit_compile=True` XLA-compiles encoder
+        and loop.
         `logits_processor`: extra callables `(sequences, scores, cur_len) -> scores`, run last.
 
         Returns `(B*R, S)` ids; with `return_dict_in_generate` a `GenerateOutput` (sequences, scores, sequences_scores);
         with `output_provenance` a `rag_core.RetrievAugGenerateOutput`.
         """
         jit_compile = bool(kwargs.pop("jit_compile", False))
+        seed = kwargs.pop("seed", None)
         if stopping_criteria:
             raise NotImplementedError("custom stopping_criteria are not supported by the TF RAG decoder; "
                                       "use max_length / max_new_tokens / eos_token_id")
@@ -179,7 +182,8 @@ class TFRagTokenForGeneration(_TFRagHead):
             decode = generation_utils.cached_decode_function(self, ("token", options, n_docs, jit_compile), factory)
         else:
             decode = factory()
-        result = decoding.finalize(decode(context_input_ids, context_attention_mask, doc_scores), options)
+        result = decoding.finalize(decode(context_input_ids, context_attention_mask, doc_scores,
+                                          generation_utils.sampling_seed(options, seed)), options)
         return self._generate_output(result, options, doc_scores, doc_ids, output_provenance)
 
     def _generate_output(self, result, options, doc_scores, doc_ids, output_provenance):

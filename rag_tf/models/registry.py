@@ -58,12 +58,16 @@ def check_supported(config: Any) -> None:
     _model_class(GENERATORS, config.generator, "generator")
 
 
-def standalone_prefix(model, tensors) -> str:
-    """The prefix that a stand-alone sub-model checkpoint (a DPR, BERT, BART or T5 folder) puts before
-    the sub-model's own names: transformers saves a BertModel used inside another class as `bert.`
-    and a BartModel without its head without `model.`; pick the prefix under which the names fit."""
-    names = [row.pt_name for row in model.pt_weight_table()]
-    for prefix in ("", "bert.", "model.", "encoder."):
-        if sum((prefix + name) in tensors for name in names) >= len(names) // 2:
-            return prefix
-    return ""
+def load_question_encoder(name_or_path, config=None, allow_pickle: bool = False, **kwargs):
+    """A stand-alone question encoder checkpoint (DPR question encoder or BERT, e.g. the packaged
+    MiniLM) in transformers' layout, as the Keras model of this package."""
+    from ..rag_pretrained_model import _load_sub_model
+
+    return _load_sub_model(lambda c: build_question_encoder(c, **kwargs), name_or_path, config, allow_pickle)
+
+
+def load_generator(name_or_path, config=None, allow_pickle: bool = False, **kwargs):
+    """A stand-alone BART or T5 checkpoint in transformers' layout, as the Keras model of this package."""
+    from ..rag_pretrained_model import _load_sub_model
+
+    return _load_sub_model(lambda c: build_generator(c, **kwargs), name_or_path, config, allow_pickle)

@@ -75,8 +75,10 @@ def test_bad_input_gets_clear_errors_at_trace_time(token_pair, bart_contexts):
 
 def test_unsupported_generation_options_are_refused(token_pair, bart_contexts):
     ctx = {k: tf.constant(v) for k, v in bart_contexts.items()}
-    with pytest.raises(NotImplementedError, match="do_sample"):
-        token_pair[0].generate(**ctx, do_sample=True)
+    with pytest.raises(NotImplementedError, match="penalty_alpha"):
+        token_pair[0].generate(**ctx, penalty_alpha=0.6, top_k=4)
+    with pytest.raises(NotImplementedError, match="beam sampling"):
+        token_pair[0].generate(**ctx, do_sample=True, num_beams=2)
 
 
 def test_rag_tf_never_imports_torch():
