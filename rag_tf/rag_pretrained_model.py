@@ -214,6 +214,8 @@ class TFRagPreTrainedModel(keras.Model):
             tensors = read_pt_weights(directory, allow_pickle=allow_pickle)
         else:
             tensors = convert.read_tf_h5(directory)
+        _untie_t5_head_if_the_checkpoint_does(config, _with_prefix(tensors, cls.weight_prefix),
+                                              cls.weight_prefix + "generator.")
         model = cls(config=config, retriever=retriever, **({"name": name} if name else {}))
         model.load_pt_weights(tensors, source=str(directory))
         if (directory / GENERATION_CONFIG_NAME).is_file():
@@ -546,6 +548,17 @@ def _check_weights(model, tensors, prefix: str, source: str) -> None:
         if shape != expected:
             raise SubModelWeightError(f"{source}: weight {name!r} has shape {shape}, expected {expected} for this "
                                       "configuration")
+
+
+def _untie_t5_head_if_the_checkpoint_does(config: RagConfig, tensors, prefix: str) -> None:
+    """T5 v1.1 / flan checkpoints carry their own `lm_head.weight`; transformers unties the head when
+    it loads one (whatever `tie_word_embeddings` says), and so does this."""
+    if config.generator.model_type != "t5" or prefix + "lm_head.weight" not in tensors:
+        return
+    from .models.t5 import lm_head_is_tied
+
+    if not lm_head_is_tied(tensors, prefix):
+        config.generator.tie_word_embeddings = False
 
 
 def _resolve_checkpoint(name_or_path, kwargs: dict) -> Path:

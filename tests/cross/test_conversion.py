@@ -188,3 +188,30 @@ def test_pytorch_bin_is_read_only_with_allow_pickle(tmp_path):
         if name in held:
             assert held[name].tobytes() == value.tobytes(), name
     assert tf_model.config.name_or_path == str(tmp_path / "bin")
+
+
+def test_a_t5_checkpoint_with_its_own_lm_head_loads_untied(tmp_path):
+    """T5 v1.1 / flan checkpoints store `lm_head.weight` apart from `shared.weight`; transformers unties
+    the head when it loads one, and our TF model does the same (same logits as PyTorch)."""
+    import torch
+    from safetensors.torch import save_file
+
+    import rag_pt
+    import rag_tf
+
+    config = multi_layer_config("t5-v1.1")
+    torch.manual_seed(0)
+    pt_model = rag_pt.RagTokenForGeneration(config).eval()
+    state = {k: v.detach().clone().contiguous() for k, v in pt_model.state_dict().items()}
+    state["rag.generator.lm_head.weight"] = torch.randn_like(state["rag.generator.shared.weight"])
+    pt_model.rag.generator.lm_head.weight = torch.nn.Parameter(state["rag.generator.lm_head.weight"].clone())
+    (tmp_path / "untied").mkdir()
+    config.save_pretrained(tmp_path / "untied")
+    save_file({k: v for k, v in state.items() if "embed_tokens" not in k}, str(tmp_path / "untied" / "model.safetensors"),
+              metadata={"format": "pt"})
+
+    tf_model = rag_tf.TFRagTokenForGeneration.from_pretrained(tmp_path / "untied")
+    held = tf_model.pt_weights()
+    np.testing.assert_array_equal(held["rag.generator.lm_head.weight"], state["rag.generator.lm_head.weight"].numpy())
+    inputs = _inputs(config)
+    assert_close("logits", _tf_logits(tf_model, inputs), _pt_logits(pt_model, inputs), "untied T5 head")
