@@ -64,6 +64,10 @@ def unpack_mapping_input(call):
             bound.update(bound.pop(var_keyword, None) or {})  # `**kwargs` of `call`, flattened back
             # explicit arguments win over the mapping; None placeholders do not
             kwargs = {**dict(input_ids), **{k: v for k, v in bound.items() if v is not None}}
+            if "use_cache" in signature.parameters:
+                # one mapping is how Keras serves a model (`export`, SavedModel signatures): outputs must
+                # be tensors, so no decoder cache unless asked for
+                kwargs.setdefault("use_cache", False)
             return call(self, **kwargs)
         return call(self, input_ids, *args, **kwargs)
 
@@ -269,8 +273,8 @@ class TFRagPreTrainedModel(keras.Model):
 
     @property
     def input_signature(self) -> dict:
-        """The serving inputs: a forward pass given context (no retriever inside a SavedModel).
-        Keras traces this when the model is saved; see `tests/tf/test_graph_keras.py` for an export."""
+        """The serving inputs: a forward pass given context (no retriever inside a SavedModel);
+        `model.export(path)` records it (see `tests/tf/test_keras3.py`)."""
         ids = tf.TensorSpec([None, None], tf.int32)
         return {
             "context_input_ids": ids,
@@ -278,6 +282,19 @@ class TFRagPreTrainedModel(keras.Model):
             "doc_scores": tf.TensorSpec([None, None], tf.float32),
             "decoder_input_ids": ids,
         }
+
+    @property
+    def _default_save_signature(self):
+        """The serving function `model.export` / `tf.saved_model.save` record by default: a forward
+        pass given context (`input_signature`), returning logits and doc scores. (Keras' own default
+        would trace `call` with one float input, which a RAG model does not take.)"""
+
+        @tf.function(input_signature=[self.input_signature])
+        def serving_default(inputs):
+            outputs = self(**inputs, use_cache=False)
+            return {"logits": outputs["logits"], "doc_scores": outputs["doc_scores"]}
+
+        return serving_default
 
     def __call__(self, *args, **kwargs):
         # Keras insists on the first `call` argument; RAG's first (`input_ids`) is optional when

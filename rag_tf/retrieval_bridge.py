@@ -78,9 +78,11 @@ def score_documents(question_vectors: tf.Tensor, doc_embeds: tf.Tensor, doc_ids:
     """`(B, N)` inner products of question and passage vectors; empty slots get `INVALID_DOC_SCORE`.
 
     Differentiable with respect to both vectors (question encoder and, in end-to-end training, the
-    context encoder).
+    context encoder). Always float32.
     """
-    scores = tf.einsum("bd,bnd->bn", question_vectors, tf.cast(doc_embeds, question_vectors.dtype))
+    # float32 whatever the compute dtype (mixed_float16 / mixed_bfloat16): the scores are few, feed a
+    # softmax over the passages, and INVALID_DOC_SCORE (-1e9) would overflow float16 to -inf
+    scores = tf.einsum("bd,bnd->bn", tf.cast(question_vectors, tf.float32), tf.cast(doc_embeds, tf.float32))
     if doc_ids is not None:
         scores = tf.where(doc_ids < 0, tf.constant(INVALID_DOC_SCORE, scores.dtype), scores)
     return scores

@@ -1,5 +1,5 @@
 """Graph mode: `call` with retrieval inside `tf.function`, Keras fit/evaluate/predict (no
-run_eagerly), gradients to the question encoder, XLA decoding, SavedModel export."""
+run_eagerly), gradients to the question encoder, XLA decoding, the cached eager graph."""
 
 import numpy as np
 import pytest
@@ -103,34 +103,6 @@ def test_xla_token_generate_equals_graph(kwargs, token_pair, bart_contexts):
     graph = ours.generate(**ctx, **kwargs)
     xla = ours.generate(**ctx, jit_compile=True, **kwargs)
     np.testing.assert_array_equal(xla.numpy(), graph.numpy())
-
-
-def test_forward_exports_as_saved_model(token_pair, bart_contexts, bart_labels, tmp_path):
-    ours = token_pair[0]
-    spec = tf.TensorSpec([None, None], tf.int32)
-
-    class Serving(tf.Module):
-        """Tracks the model's variables but not the Keras object itself: saving then traces only
-        `serve`, not every Keras layer's call (which takes minutes for a RAG model)."""
-
-        def __init__(self, model):
-            super().__init__()
-            self.__dict__["model"] = model  # untracked on purpose
-            self.weights = list(model.weights)
-
-        @tf.function(input_signature=[spec, spec, tf.TensorSpec([None, None], tf.float32), spec])
-        def serve(self, context_input_ids, context_attention_mask, doc_scores, decoder_input_ids):
-            out = self.model(context_input_ids=context_input_ids, context_attention_mask=context_attention_mask,
-                             doc_scores=doc_scores, decoder_input_ids=decoder_input_ids, use_cache=False)
-            return {"logits": out.logits, "doc_scores": out.doc_scores}
-
-    module = Serving(ours)
-    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
-    loaded = tf.saved_model.load(str(tmp_path))
-    args = dict(bart_contexts, decoder_input_ids=bart_labels)
-    got = loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in args.items()})
-    want = ours(**{k: tf.constant(v) for k, v in args.items()}, use_cache=False)
-    np.testing.assert_allclose(got["logits"].numpy(), want.logits.numpy(), atol=1e-5)
 
 
 def test_repeated_eager_call_runs_as_cached_graph_with_the_same_results(tiny_retriever, data):
