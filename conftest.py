@@ -123,3 +123,13 @@ def tiny_retriever_bart(tiny_retriever):
 @pytest.fixture(scope="session")
 def tiny_retriever_t5(tiny_retriever):
     return tiny_retriever("t5")
+
+
+# === transformers' own TensorFlow classes (tests/harness/markers.py: `requires_transformers_tf`) ===
+@pytest.fixture
+def transformers_tf_classes():
+    """Skips the test unless transformers' TensorFlow classes can be imported (transformers 4.x + TF)."""
+    from tests.harness.markers import TRANSFORMERS_TF_REASON, has_transformers_tf
+
+    if not has_transformers_tf():
+        pytest.skip(TRANSFORMERS_TF_REASON)

@@ -91,7 +91,7 @@ def bench_call(n_passages: int = 20_000, dim: int = 768, batch: int = 8, n_docs:
         warm = cold[:warmup] * 2 + cold[warmup : warmup + max(3, repeats // 2)]
 
         # the same outputs (theirs padded to max_combined_length): checked once before timing
-        a, b = ours(*cold[0]), theirs(*cold[0], return_tensors="np")
+        a, b = ours(*cold[0], return_tensors="np"), theirs(*cold[0], return_tensors="np")
         assert np.array_equal(a["doc_ids"], b["doc_ids"])
         for row in range(len(a["context_input_ids"])):
             assert a["context_input_ids"][row][a["context_attention_mask"][row] == 1].tolist() == \
@@ -103,9 +103,9 @@ def bench_call(n_passages: int = 20_000, dim: int = 768, batch: int = 8, n_docs:
         result["faiss_search_s"] = _median_seconds(lambda q, v: search(v, n_docs), cold, warmup)
         result["theirs_s"] = _median_seconds(lambda q, v: theirs(q, v, return_tensors="np"), cold, warmup)
         ours.contexts.clear_cache()
-        result["ours_cold_s"] = _median_seconds(lambda q, v: ours(q, v), cold, warmup)
-        result["ours_warm_s"] = _median_seconds(lambda q, v: ours(q, v), warm, warmup)
-        result["ours_tokenizing_cold_s"] = _median_seconds(lambda q, v: ours_tokenizing(q, v), cold, warmup)
+        result["ours_cold_s"] = _median_seconds(lambda q, v: ours(q, v, return_tensors="np"), cold, warmup)
+        result["ours_warm_s"] = _median_seconds(lambda q, v: ours(q, v, return_tensors="np"), warm, warmup)
+        result["ours_tokenizing_cold_s"] = _median_seconds(lambda q, v: ours_tokenizing(q, v, return_tensors="np"), cold, warmup)
         result["ratio_cold"] = result["theirs_s"] / result["ours_cold_s"]
         result["ratio_warm"] = result["theirs_s"] / result["ours_warm_s"]
         result["ratio_tokenizing_cold"] = result["theirs_s"] / result["ours_tokenizing_cold_s"]

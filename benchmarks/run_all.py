@@ -13,6 +13,11 @@ share a process, a crash or a timeout of one suite still leaves the others' rows
 starts with a cold allocator. Inside a suite, ours and the original are timed side by side in
 one process (`benchmarks.common.compare`). Only a full run (no `--quick`, no `--only`) writes the
 committed files; other runs write under `benchmarks/_work/` unless `--out-dir` says otherwise.
+
+The `tf` suite compares with transformers' TensorFlow RAG classes, which exist only in transformers
+4.x: it runs with the oracle environment's interpreter, `.venv-oracle/bin/python` under the repository
+root (`make oracle-setup`), or the one `RAG_ORACLE_PYTHON` names; without it the suite is skipped
+with a message saying so.
 """
 
 from __future__ import annotations
@@ -46,6 +51,23 @@ SUITES = {
 # layers, 20 generated tokens; plus one "base-size" BART (d_model 768, 6+6 layers).
 BASE = {"d_model": 768, "layers": 6}
 BASE_REPEATS, BASE_BUDGET_S = 2, 30.0
+
+# Suites that need the oracle environment (transformers 4.x with its TF RAG classes, tf-keras):
+# run with its interpreter, not this one.
+ORACLE_SUITES = {"tf"}
+ORACLE_PYTHON_ENV = "RAG_ORACLE_PYTHON"
+
+
+def oracle_python() -> tuple[Optional[str], str]:
+    """(interpreter, "") for the oracle environment, or (None, why not)."""
+    given = os.environ.get(ORACLE_PYTHON_ENV)
+    path = given or os.path.join(os.path.dirname(HERE), ".venv-oracle", "bin", "python")
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return path, ""
+    where = f"{ORACLE_PYTHON_ENV}={given}" if given else f"{os.path.relpath(path)} (or {ORACLE_PYTHON_ENV})"
+    return None, (f"the TensorFlow suite needs the oracle environment (transformers 4.x with its TF "
+                  f"RAG classes and tf-keras), and {where} is not an executable python. Create it with "
+                  f"`make oracle-setup`, or point {ORACLE_PYTHON_ENV} at such an interpreter.")
 
 
 # === Jobs ===
@@ -277,9 +299,16 @@ def _write_child(out_path: str, record: dict, started: float) -> int:
 
 def spawn(job: dict, threads: Optional[int], timeout_s: float) -> dict:
     """Run one job in a fresh interpreter; its output streams to the terminal, its result comes back as JSON."""
+    python = sys.executable
+    if job["suite"] in ORACLE_SUITES:
+        python, why = oracle_python()
+        if python is None:
+            print(f"\n=== {job['label']}: {why} ===", flush=True)
+            return {"suite": job["suite"], "label": job["label"], "size": job["size"], "cases": [],
+                    "status": "skipped", "error": why, "process_wall_s": 0.0, "limits": job.get("limits", {})}
     fd, out_path = tempfile.mkstemp(prefix=f"bench_{job['suite']}_", suffix=".json")
     os.close(fd)
-    cmd = [sys.executable, "-m", "benchmarks.run_all", "--child", job["suite"], "--child-out", out_path,
+    cmd = [python, "-m", "benchmarks.run_all", "--child", job["suite"], "--child-out", out_path,
            "--child-kwargs", json.dumps(job["kwargs"])]
     if threads:
         cmd += ["--threads", str(threads)]
@@ -299,7 +328,7 @@ def spawn(job: dict, threads: Optional[int], timeout_s: float) -> dict:
     if limits.get("max_budget_s"):
         env[common.MAX_BUDGET_ENV] = str(limits["max_budget_s"])
     started = time.perf_counter()
-    print(f"\n=== {job['label']} ===", flush=True)
+    print(f"\n=== {job['label']}" + ("" if python == sys.executable else f" (with {python})") + " ===", flush=True)
     proc = subprocess.Popen(cmd, cwd=root, env=env, start_new_session=True)
     try:
         rc = proc.wait(timeout=timeout_s)

@@ -181,8 +181,8 @@ def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_
             show_progress=False,
         )
         tok.train_from_iterator(corpus, trainer=trainer)
-        tok.post_processor = processors.RobertaProcessing(
-            sep=("</s>", tok.token_to_id("</s>")), cls=("<s>", tok.token_to_id("<s>")), add_prefix_space=True
+        tok.post_processor = processors.RobertaProcessing(  # (sep, cls) by position: tokenizers 0.23 renamed `cls`
+            ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=True
         )
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"

@@ -182,7 +182,7 @@ def _retrieve(encoded, retriever, n_docs: int) -> dict:
 
     rows_ids, rows_scores = [], []
     for ids, vectors in zip(*encoded):
-        out = retriever(ids, vectors, n_docs=n_docs)
+        out = retriever(ids, vectors, n_docs=n_docs, return_tensors="np")
         scores = score_documents(torch.from_numpy(vectors), torch.from_numpy(out["retrieved_doc_embeds"]), torch.from_numpy(out["doc_ids"]))
         mask = out["context_attention_mask"].astype(bool)
         rows_ids += [row[m].tolist() for row, m in zip(out["context_input_ids"], mask)]

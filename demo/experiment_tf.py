@@ -1,23 +1,30 @@
-"""The demo's experiment in TensorFlow: `rag_tf.TFRagTokenForGeneration`, trained by Keras `fit`.
+"""The demo's experiment in TensorFlow: `rag_tf.TFRagTokenForGeneration`, trained by Keras 3 `fit`.
 
-The same knowledge, tokenizers, indexes (shared cache) and generator configuration as the
-PyTorch run. Differences, all on purpose:
+The same knowledge, tokenizers, indexes (shared cache), generator configuration and recipe
+(steps, batch size, schedule, counterfactual augmentation) as the PyTorch run. Differences, all on
+purpose:
 
-- MiniLM is a PyTorch checkpoint; the library's converter (`rag_core.convert`, an explicit weight
-  table, no torch needed) writes a TensorFlow copy once, cached beside the indexes.
+- Every model is one of `rag_tf`'s own Keras 3 models: MiniLM is read from its PyTorch checkpoint
+  (`rag_tf.models.registry.load_question_encoder`, weights by name, no conversion step, no torch),
+  the T5 generator is built by `registry.build_generator`. No transformers TensorFlow class, no
+  tf-keras.
 - Training is `model.compile(optimizer)` + `model.fit(tf.data.Dataset)` in graph mode, on
   batches of precomputed context (`context_input_ids`, `context_attention_mask`, `doc_scores`,
   `labels`), for the same reason as in PyTorch: the question encoder is frozen, so each training
   question's retrieval is computed once.
-- The generator-only baseline is transformers' TF generator trained by `fit` too. RAG-Sequence is
-  not trained here (the PyTorch run has it); the TF run compares RAG-Token with the baseline.
-- Nothing here imports torch (no PyTorch in the TF run): the indexes are embedded with the
-  converted TF MiniLM when the cache does not have them yet.
+- The generator-only baseline is the same Keras T5 wrapped in a small `keras.Model`
+  (`GeneratorOnly`) that computes its cross-entropy (the generator computes logits only), trained
+  by `fit` too, and decoded by `rag_tf.decoding` (the loop RAG-Sequence decodes its generator
+  with). RAG-Sequence is not trained here (the PyTorch run has it); the TF run compares RAG-Token
+  with the baseline.
+- Nothing here imports torch (no PyTorch in the TF run): the indexes are embedded with the Keras
+  MiniLM when the cache does not have them yet (the same weights and pooling as the PyTorch
+  encoder, hence the same cache key).
 """
 
 from __future__ import annotations
 
-import os
+import functools
 
 import numpy as np
 
@@ -26,9 +33,7 @@ from .common import (
     Stages,
     batches,
     cached_index,
-    encoder_fingerprint,
     exact_match,
-    fingerprint,
     generator_config,
     generator_tokenizer,
     join_contexts,
@@ -48,23 +53,21 @@ MODEL_LABELS = {"rag_token": "RAG-Token", "baseline": "Generator only"}
 
 
 def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, progress: bool = True) -> dict:
-    import tensorflow as tf
-    from transformers import TFAutoModelForSeq2SeqLM, TFBertModel
+    import keras
 
     from rag_tf import TFRagTokenForGeneration
+    from rag_tf.models.registry import build_generator, load_question_encoder
 
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(settings.seed)  # Python, numpy and TensorFlow
+    keras.utils.set_random_seed(settings.seed)  # Python, numpy and TensorFlow
     results: dict = {"framework": "tf", "models": {}, "hot_swap": {}, "recall": {}}
 
-    # === MiniLM in TensorFlow, through the library's converter ===
-    with stages.stage("convert MiniLM to TensorFlow"):
-        minilm_tf = converted_minilm(cache_dir)
-        question_encoder = TFBertModel.from_pretrained(minilm_tf, name="question_encoder")
+    # === MiniLM as the library's Keras BERT, read from its PyTorch checkpoint ===
+    with stages.stage("MiniLM (Keras)"):
+        # no pooler: the question vector is the mean of the token states, as in the PyTorch run
+        question_encoder = load_question_encoder(minilm_path(), name="question_encoder", add_pooling_layer=False)
         question_encoder.trainable = False  # frozen, as in the PyTorch run
 
-    # === Knowledge: tokenizers and the two indexes ===
+    # === Knowledge: tokenizers and the indexes ===
     with stages.stage("tokenizers"):
         q_tok = question_tokenizer()
         g_tok = generator_tokenizer(kb, q_tok, settings.generator_vocab, cache_dir)
@@ -85,10 +88,17 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         real_retriever = retriever_for(config, q_tok, g_tok, real_index)
         cf_retriever = retriever_for(config, q_tok, g_tok, cf_index)
         train_retriever = retriever_for(config, q_tok, g_tok, train_index) if train_index else None
-        tf.random.set_seed(settings.seed)
-        model = TFRagTokenForGeneration(config, question_encoder=question_encoder, retriever=real_retriever)
-        tf.random.set_seed(settings.seed)
-        baseline = TFAutoModelForSeq2SeqLM.from_config(gen_config)
+        keras.utils.set_random_seed(settings.seed)
+        generator = build_generator(gen_config, name="generator")
+        generator.ensure_built()
+        model = TFRagTokenForGeneration(config, question_encoder=question_encoder, generator=generator, retriever=real_retriever)
+        model.ensure_built()
+        # the baseline starts from the same generator weights, as in the PyTorch run
+        baseline_generator = build_generator(gen_config, name="generator")
+        baseline_generator.ensure_built()
+        baseline_generator.set_weights(generator.get_weights())
+        baseline = GeneratorOnly(baseline_generator, label_smoothing=config.label_smoothing)
+        results["generator_parameters"] = int(sum(np.prod(v.shape) for v in generator.trainable_variables))
 
     with stages.stage("retrieve for training questions"):
         encoded = _encode(model, q_tok, kb.train)
@@ -96,16 +106,19 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         if train_retriever is not None:
             contexts = join_contexts(contexts, _retrieve(encoded, train_retriever, settings.train_n_docs))
     train_labels = g_tok(training_answers(kb, settings))["input_ids"]
-    baseline_labels = train_labels[: len(kb.train)]  # the real world only, as in the PyTorch run
+    # The baseline reads the question alone and learns the real world's answers only, as in the PyTorch run.
+    baseline_labels = train_labels[: len(kb.train)]
 
     # === Training with Keras fit ===
+    pad = gen_config.pad_token_id
     with stages.stage("train RAG-Token"):
-        results["models"]["rag_token"] = {"loss_curve": _fit(model, _rag_batches(contexts, train_labels, settings), settings, progress, "RAG-Token")}
-        results["generator_parameters"] = int(sum(np.prod(v.shape) for v in model.generator.trainable_variables))
+        results["models"]["rag_token"] = {
+            "loss_curve": _fit(model, _rag_batches(contexts, train_labels, settings, pad), settings, progress, "RAG-Token")
+        }
     with stages.stage("train Generator only"):
         questions = g_tok([q.question for q in kb.train])["input_ids"]
         results["models"]["baseline"] = {
-            "loss_curve": _fit(baseline, _baseline_batches(questions, baseline_labels, settings), settings, progress, "Generator only")
+            "loss_curve": _fit(baseline, _baseline_batches(questions, baseline_labels, settings, pad), settings, progress, "Generator only")
         }
 
     # === Evaluation, recall@k, hot swap ===
@@ -114,13 +127,13 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     with stages.stage("evaluate"):
         predictions, top_ids = _predict_rag(model, q_tok, g_tok, kb.heldout, settings)
         results["models"]["rag_token"].update(score_predictions(kb.heldout, predictions, answers, top_ids, kb.regions))
-        predictions = _predict_baseline(baseline, g_tok, kb.heldout, settings)
+        predictions = _predict_baseline(baseline.generator, g_tok, kb.heldout, settings)
         results["models"]["baseline"].update(score_predictions(kb.heldout, predictions, answers, None, kb.regions))
-        vectors = _encode(model, q_tok, kb.heldout)[1]
+        vectors = np.concatenate(_encode(model, q_tok, kb.heldout)[1])
         results["recall"]["real"] = recall_at_k(real_retriever, vectors, kb.heldout, settings.recall_k)
         results["recall"]["counterfactual"] = recall_at_k(cf_retriever, vectors, kb.heldout, settings.recall_k)
     with stages.stage("hot swap"):
-        model.set_retriever(cf_retriever)
+        model.set_retriever(cf_retriever)  # the same trained weights, another world
         predictions, top_ids = _predict_rag(model, q_tok, g_tok, kb.heldout, settings)
         model.set_retriever(real_retriever)
         swap = score_predictions(kb.heldout, predictions, cf_answers, top_ids, kb.counterfactual)
@@ -130,61 +143,62 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     return results
 
 
-# === MiniLM in TensorFlow ===
-def converted_minilm(cache_dir: str) -> str:
-    """A TensorFlow copy of the packaged MiniLM (`tf_model.h5`), written once by `rag_core.convert`."""
-    from rag_core.convert import convert_question_encoder
-
-    folder = os.path.join(cache_dir, f"minilm-tf-{fingerprint('minilm-tf-v1', encoder_fingerprint())}")
-    if not os.path.isfile(os.path.join(folder, "tf_model.h5")):
-        convert_question_encoder(minilm_path(), folder, to="tf", overwrite=True)
-    return folder
-
-
+# === MiniLM as the index builder's encoder ===
 class TFPassageTextEncoder:
-    """MiniLM in TensorFlow as the index builder's encoder: `title + " " + text`, mean pooling, not
+    """The Keras MiniLM as the index builder's encoder: `title + " " + text`, mean pooling, not
     normalised (what the library's PyTorch `TransformersEncoder` computes for the PT run)."""
 
     pooling = "mean"
 
     def __init__(self, encoder, tokenizer):
-        self.encoder, self.tokenizer = encoder, tokenizer
+        import tensorflow as tf
+
+        self.tokenizer = tokenizer
+        spec = tf.TensorSpec([None, None], tf.int32)
+
+        @tf.function(input_signature=[spec, spec])  # one graph for every batch shape
+        def embed(input_ids, attention_mask):
+            hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = tf.cast(attention_mask, hidden.dtype)[:, :, None]
+            return tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+
+        self.embed = embed
 
     def __call__(self, titles, texts) -> np.ndarray:
         sentences = [f"{t} {x}".strip() for t, x in zip(titles, texts)]
         batch = self.tokenizer(sentences, padding=True, truncation=True, max_length=64, return_tensors="np")
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state.numpy()
-        mask = batch["attention_mask"][..., None].astype(np.float32)
-        return ((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)).astype(np.float32)
+        vectors = self.embed(batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32))
+        return vectors.numpy().astype(np.float32)
 
 
 # === Retrieval ===
 def _encode(model, q_tok, questions: list[Question], batch_size: int = 256):
+    """Question ids (numpy, per batch) and the model's own question vectors (mean-pooled MiniLM), per batch."""
     ids, vectors = [], []
     for start in range(0, len(questions), batch_size):
         batch = q_tok([q.question for q in questions[start : start + batch_size]], padding=True, return_tensors="np")
         vectors.append(model.rag.encode_question(batch["input_ids"], batch["attention_mask"]).numpy())
         ids.append(batch["input_ids"])
-    return ids, np.concatenate(vectors)
+    return ids, vectors
 
 
 def _retrieve(encoded, retriever, n_docs: int) -> dict:
-    ids, vectors = encoded
-    rows, scores, start = [], [], 0
-    for chunk in ids:
-        chunk_vectors = vectors[start : start + len(chunk)]
-        start += len(chunk)
-        out = retriever(chunk, chunk_vectors, n_docs=n_docs)
+    """Contexts and passage scores of every question (`encoded`: from `_encode`), from the library's retriever."""
+    from rag_tf.retrieval_bridge import score_documents
+
+    rows, scores = [], []
+    for ids, vectors in zip(*encoded):
+        out = retriever(ids, vectors, n_docs=n_docs, return_tensors="np")
         mask = out["context_attention_mask"].astype(bool)
         rows += [row[m].tolist() for row, m in zip(out["context_input_ids"], mask)]
-        scores.append(np.einsum("bd,bnd->bn", chunk_vectors, out["retrieved_doc_embeds"]))
+        scores.append(score_documents(vectors, out["retrieved_doc_embeds"], out["doc_ids"]).numpy())
     return {"context_rows": rows, "doc_scores": np.concatenate(scores).astype(np.float32)}
 
 
 # === Training ===
-def _rag_batches(contexts: dict, train_labels: list, settings: Settings):
+def _rag_batches(contexts: dict, train_labels: list, settings: Settings, pad: int):
     """The same batches as the PyTorch run, as fixed-width arrays (one graph for all steps)."""
-    n_docs, pad = settings.train_n_docs, 1
+    n_docs = settings.train_n_docs
     rows, scores = contexts["context_rows"], contexts["doc_scores"]
     width = max(len(r) for r in rows)
     label_width = max(len(r) for r in train_labels)
@@ -193,34 +207,83 @@ def _rag_batches(contexts: dict, train_labels: list, settings: Settings):
         context = _pad_to([rows[i] for i in flat], pad, width)
         yield {
             "context_input_ids": context,
-            "context_attention_mask": (context != pad).astype(np.int64),
+            "context_attention_mask": (context != pad).astype(np.int32),
             "doc_scores": scores[idx],
             "labels": _pad_to([train_labels[i] for i in idx], pad, label_width),
         }
 
 
-def _baseline_batches(questions: list, train_labels: list, settings: Settings):
-    """Question -> answer for transformers' TF generator: its `labels` are the targets (our labels
-    without the leading <s>, which it prepends itself as decoder start), -100 where padded."""
+def _baseline_batches(questions: list, train_labels: list, settings: Settings, pad: int):
+    """Question -> answer: `labels` are the decoder input (from <s>), as for the RAG models."""
     width = max(len(r) for r in questions)
-    label_width = max(len(r) for r in train_labels) - 1
+    label_width = max(len(r) for r in train_labels)
     steps = settings.baseline_steps if settings.baseline_steps is not None else settings.train_steps
     for idx in batches(len(questions), settings.batch_size, steps, settings.seed):
-        input_ids = _pad_to([questions[i] for i in idx], 1, width)
-        labels = _pad_to([train_labels[i][1:] for i in idx], -100, label_width)
-        yield {"input_ids": input_ids, "attention_mask": (input_ids != 1).astype(np.int64), "labels": labels}
+        input_ids = _pad_to([questions[i] for i in idx], pad, width)
+        labels = _pad_to([train_labels[i] for i in idx], pad, label_width)
+        yield {"input_ids": input_ids, "attention_mask": (input_ids != pad).astype(np.int32), "labels": labels}
 
 
 def _pad_to(rows: list, pad_id: int, width: int) -> np.ndarray:
     out = pad_rows(rows, pad_id)
-    return np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=pad_id)
+    return np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=pad_id).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _generator_only_class():
+    import keras
+    import tensorflow as tf
+
+    from rag_tf.losses import shift_targets_left
+
+    class GeneratorOnly(keras.Model):
+        """The generator without retrieval, for Keras `fit`: question -> answer.
+
+        The generator returns logits only; the loss is computed here: the labels (<s> answer </s>)
+        are the decoder input, the targets are the labels shifted left, and the loss is the mean
+        token cross-entropy over the targets that are not padding (label-smoothed with
+        `label_smoothing` > 0), as the transformers TF generator computed it in earlier versions
+        of this demo.
+        """
+
+        def __init__(self, generator, label_smoothing: float = 0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.generator = generator
+            self.label_smoothing = float(label_smoothing or 0.0)
+
+        def call(self, inputs, training=False):
+            return self.generator(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                decoder_input_ids=inputs["labels"],
+                training=training,
+            ).logits
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            pad = self.generator.config.pad_token_id
+            target = shift_targets_left(x["labels"], pad)
+            logits = tf.cast(y_pred, tf.float32)
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)  # (B, T)
+            if self.label_smoothing:
+                smooth = -tf.reduce_mean(tf.nn.log_softmax(logits, axis=-1), axis=-1)
+                nll = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
+            weights = tf.cast(tf.not_equal(target, pad), tf.float32)
+            return tf.reduce_sum(nll * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+    return GeneratorOnly
+
+
+def GeneratorOnly(generator, label_smoothing: float = 0.0, **kwargs):
+    """`GeneratorOnly(generator)`: the keras.Model the baseline trains as (the class is built on
+    first use, so that importing this module does not import TensorFlow)."""
+    return _generator_only_class()(generator, label_smoothing=label_smoothing, **kwargs)
 
 
 def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> list[float]:
     """`model.fit` on a `tf.data.Dataset` of whole batches, one Keras epoch per step so that the
     logged loss is the step's own (Keras averages over an epoch)."""
+    import keras
     import tensorflow as tf
-    import tf_keras
     from tqdm.auto import tqdm
 
     batches_list = list(batch_iter)
@@ -231,7 +294,7 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
         output_signature={k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for k, v in first.items()},
     )
 
-    class Schedule(tf_keras.optimizers.schedules.LearningRateSchedule):
+    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         """`common.learning_rate` in TensorFlow ops (checked against it below)."""
 
         def __call__(self, step):
@@ -241,13 +304,16 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
             decay = tf.where(step < start, 1.0, tf.maximum(0.1, 1.0 - 0.9 * (step - start) / max(1.0, steps - start)))
             return settings.learning_rate * warm * decay
 
+        def get_config(self):
+            return {}
+
     for probe in (0, steps // 2, steps - 1):
         assert abs(float(Schedule()(tf.constant(probe))) - learning_rate(probe, settings, steps)) < 1e-6
-    model.compile(optimizer=tf_keras.optimizers.AdamW(learning_rate=Schedule(), weight_decay=0.01, global_clipnorm=1.0))
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=Schedule(), weight_decay=0.01, global_clipnorm=1.0))
     curve: list[float] = []
     bar = tqdm(total=steps, desc=f"fit {label}", unit="step", disable=not progress, dynamic_ncols=True)
 
-    class Record(tf_keras.callbacks.Callback):
+    class Record(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             curve.append(float(logs["loss"]))
             bar.update(1)
@@ -261,6 +327,7 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
 
 # === Prediction ===
 def _predict_rag(model, q_tok, g_tok, questions: list[Question], settings: Settings):
+    """Answers from `generate(input_ids=...)` (retrieval included) and each question's top passage id."""
     predictions, top_ids = [], []
     for start in range(0, len(questions), settings.eval_batch_size):
         chunk = [q.question for q in questions[start : start + settings.eval_batch_size]]
@@ -272,6 +339,7 @@ def _predict_rag(model, q_tok, g_tok, questions: list[Question], settings: Setti
             max_new_tokens=settings.max_answer_tokens,
             n_docs=settings.n_docs,
             output_provenance=True,
+            jit_compile=True,
         )
         predictions += g_tok.batch_decode(np.asarray(out.sequences), skip_special_tokens=True)
         top_ids += np.asarray(out.doc_ids)[:, 0].tolist()
@@ -279,12 +347,20 @@ def _predict_rag(model, q_tok, g_tok, questions: list[Question], settings: Setti
 
 
 def _predict_baseline(generator, g_tok, questions: list[Question], settings: Settings) -> list[str]:
+    """Greedy answers of the generator alone, decoded by `rag_tf.decoding` (RAG-Sequence's generator loop)."""
+    from transformers import GenerationConfig
+
+    from rag_tf import decoding, generation_utils
+
+    generation_config = GenerationConfig.from_model_config(generator.config)
+    generation_config.update(num_beams=1, max_new_tokens=settings.max_answer_tokens)
+    options = decoding.DecodingOptions.from_generation_config(generation_config, generator.config)
+    decode = generation_utils.make_decode_function(generator, options, rows_per_hypothesis=1, marginalize=False, jit_compile=True)
     predictions = []
     for start in range(0, len(questions), settings.eval_batch_size):
         chunk = [q.question for q in questions[start : start + settings.eval_batch_size]]
         batch = g_tok(chunk, padding=True, return_tensors="np")
-        ids = generator.generate(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], num_beams=1, max_new_tokens=settings.max_answer_tokens
-        )
+        raw = decode(batch["input_ids"].astype(np.int32), batch["attention_mask"].astype(np.int32), None)
+        ids = decoding.finalize(raw, options)["sequences"]
         predictions += g_tok.batch_decode(np.asarray(ids), skip_special_tokens=True)
     return predictions

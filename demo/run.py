@@ -37,7 +37,6 @@ def _prepare_environment(framework: str, threads: Optional[int]) -> None:
     # Must happen before transformers is first imported.
     if "transformers" not in sys.modules:
         os.environ.setdefault("USE_TF" if framework == "pt" else "USE_TORCH", "0")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -79,6 +79,10 @@ class RagConfig(PretrainedConfig):
 
     model_type = "rag"
     has_no_defaults_at_init = True
+    # A declared field: transformers 5 refuses to save a config carrying generation parameters
+    # (they belong in `generation_config`) unless the config class declares them; RAG keeps this
+    # one in its config, as transformers 4's RagConfig did.
+    forced_eos_token_id: Optional[int] = None
 
     def __init__(
         self,
@@ -119,6 +123,16 @@ class RagConfig(PretrainedConfig):
         # (`to_diff_dict`); that instance has no sub-configs, as in transformers' RagConfig.
         question_encoder = kwargs.pop("question_encoder", None)
         generator = kwargs.pop("generator", None)
+        if question_encoder is None or generator is None:
+            missing = [n for n, v in (("question_encoder", question_encoder), ("generator", generator)) if v is None]
+            raise RagConfigError(
+                f"RagConfig needs both sub-configurations; missing: {', '.join(missing)}. "
+                "Use RagConfig.from_question_encoder_generator_configs(question_encoder_config, generator_config)."
+            )
+        # Set before the base initialiser: transformers 5 validates token ids through `to_dict()`
+        # while it initialises, and that reads the sub-configs.
+        self.question_encoder = _sub_config("question_encoder", question_encoder)
+        self.generator = _sub_config("generator", generator)
         super().__init__(
             bos_token_id=bos_token_id,
             pad_token_id=pad_token_id,
@@ -130,14 +144,6 @@ class RagConfig(PretrainedConfig):
             vocab_size=vocab_size,
             **kwargs,
         )
-        if question_encoder is None or generator is None:
-            missing = [n for n, v in (("question_encoder", question_encoder), ("generator", generator)) if v is None]
-            raise RagConfigError(
-                f"RagConfig needs both sub-configurations; missing: {', '.join(missing)}. "
-                "Use RagConfig.from_question_encoder_generator_configs(question_encoder_config, generator_config)."
-            )
-        self.question_encoder = _sub_config("question_encoder", question_encoder)
-        self.generator = _sub_config("generator", generator)
 
         self.reduce_loss = reduce_loss
         self.label_smoothing = label_smoothing
@@ -162,6 +168,8 @@ class RagConfig(PretrainedConfig):
         self.question_encoder_pooling = question_encoder_pooling
         self.hnsw_ef_search = hnsw_ef_search
         self.ivf_nprobe = ivf_nprobe
+        # transformers 5's base initialiser drops generation parameters; set it here for both versions
+        self.forced_eos_token_id = forced_eos_token_id
         if self.forced_eos_token_id is None:
             self.forced_eos_token_id = getattr(self.generator, "forced_eos_token_id", None)
         self.validate()

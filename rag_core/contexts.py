@@ -72,6 +72,22 @@ def context_string(title: str, text: str, question: str, prefix: Optional[str], 
     return (passage_piece(title, text, prefix, title_sep) + question_piece(question, doc_sep)).replace("  ", " ")
 
 
+def as_numpy(value: Any) -> Any:
+    """A framework tensor (torch, TensorFlow, JAX, ...) as a numpy array, found by what it offers
+    (`.detach()`, `.numpy()`, `__array__`) so that no framework is imported; lists stay lists."""
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return value
+    if hasattr(value, "detach"):  # torch: off the graph and onto the CPU first
+        value = value.detach()
+        if hasattr(value, "cpu"):
+            value = value.cpu()
+    if hasattr(value, "numpy"):
+        return np.asarray(value.numpy())
+    if hasattr(value, "__array__"):
+        return np.asarray(value)
+    return value
+
+
 def invalid_doc_mask(doc_ids: Any) -> np.ndarray:
     """True where a retrieval slot holds no document (faiss found fewer than n_docs neighbours)."""
     return np.asarray(doc_ids) < 0
@@ -194,8 +210,7 @@ class ContextAssembler:
         """The question strings, decoded with the question encoder's tokenizer (special tokens dropped)."""
         if self.question_encoder_tokenizer is None:
             raise ContextInputError("this ContextAssembler has no question encoder tokenizer to decode questions with")
-        if hasattr(question_input_ids, "detach") or type(question_input_ids).__module__.startswith("tensorflow"):
-            raise ContextInputError("question_input_ids must be a numpy array or lists of ints, not a framework tensor")
+        question_input_ids = as_numpy(question_input_ids)
         if isinstance(question_input_ids, np.ndarray):
             if question_input_ids.ndim != 2:
                 raise ContextInputError(

@@ -10,7 +10,11 @@ generator_tokenizer, index=None, init_retrieval=True)`, `from_pretrained`, `save
 - a slot where faiss found no neighbour keeps doc id -1 (zero embedding, empty passage) instead of
   silently becoming a document; models give it zero probability;
 - nothing is downloaded: `exact` / `compressed` / `legacy` read local files;
-- bad input raises an error naming the problem; calls are safe from several threads.
+- bad input raises an error naming the problem; calls are safe from several threads;
+- a retriever travels: `pickle` (a `multiprocessing` or `DataLoader` worker) and `copy.deepcopy`
+  (transformers' `from_pretrained` copies its arguments) carry the configuration, the tokenizers
+  and the index's file locations, never the loaded index or passages. A pickled copy loads the
+  index from its files on first use; a deep copy shares the loaded index (read-only).
 
 Example:
     >>> retriever = RagRetriever(config, question_tokenizer, generator_tokenizer)   # index from config
@@ -70,6 +74,23 @@ class RagRetriever:
         self._index = index if index is not None else index_from_config(config)
         if init_retrieval:
             self.init_retrieval()
+
+    # === Copies ===
+    def __getstate__(self) -> dict:
+        """Configuration, tokenizers and the index's settings and file locations (see the module docstring)."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("contexts", "_stored_ids_for", "_stored_ids_usable")}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.contexts = ContextAssembler.from_config(self.config, self.question_encoder_tokenizer, self.generator_tokenizer)
+        self._stored_ids_for, self._stored_ids_usable = None, False
+
+    def __deepcopy__(self, memo: dict) -> "RagRetriever":
+        copied = object.__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # the index shares its loaded data
+        return copied
 
     # === Index ===
     @property
@@ -178,8 +199,9 @@ class RagRetriever:
         """Top `n_docs` passages per question.
 
         Returns `retrieved_doc_embeds` (B, n_docs, D) float32, `doc_ids` (B, n_docs) int64 (-1: no
-        neighbour) and `doc_dicts`, one dict per question with `title`, `text` (lists of n_docs
-        strings) and `embeddings` ((n_docs, D) float32).
+        neighbour) and `doc_dicts`, one dict per question with every column of the passages, as
+        the original gives them: `title`, `text` and any other column (an `id`, ...) as lists of
+        n_docs values, `embeddings` as a (n_docs, D) float32 array.
         """
         question_hidden_states, n_docs = self._check(question_hidden_states, n_docs)
         doc_ids, doc_embeds = self._main_retrieve(question_hidden_states, n_docs)
@@ -219,11 +241,13 @@ class RagRetriever:
         """Retrieve and build the generator inputs.
 
         Args:
-            question_input_ids: (B, Lq) question ids (numpy or lists), decoded for the context strings.
-            question_hidden_states: (B, D) float32 question vectors.
+            question_input_ids: (B, Lq) question ids, decoded for the context strings: lists, a numpy
+                array, or a torch / TensorFlow tensor (read through its `.numpy()`).
+            question_hidden_states: (B, D) float32 question vectors (numpy).
             prefix: prepended to every context (default `config.generator.prefix`).
             n_docs: passages per question (default `config.n_docs`).
-            return_tensors: None for numpy arrays, or "np" / "pt" / "tf".
+            return_tensors: None, "np", "pt" or "tf". As the original: with None, the token ids and
+                masks are lists of lists of ints and `retrieved_doc_embeds` / `doc_ids` numpy arrays.
 
         Returns a `BatchEncoding` with `context_input_ids`, `context_attention_mask` ((B * n_docs, L)
         int64, L = the longest context), `retrieved_doc_embeds` ((B, n_docs, D) float32), `doc_ids`
@@ -251,6 +275,10 @@ class RagRetriever:
         }
         if self.return_tokenized_docs:
             data.update(self._tokenize_docs(doc_ids))
+        if return_tensors is None:
+            for key in ("context_input_ids", "context_attention_mask", "tokenized_doc_ids", "tokenized_doc_attention_mask"):
+                if key in data:
+                    data[key] = data[key].tolist()
         return BatchEncoding(data, tensor_type=return_tensors)
 
     def _tokenize_docs(self, doc_ids: np.ndarray) -> dict:

@@ -7,13 +7,15 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache, StaticCache
+from transformers.generation.configuration_utils import ALL_STATIC_CACHE_IMPLEMENTATIONS
 from transformers.modeling_outputs import BaseModelOutput
 
-from rag_core import RetrievAugGenerateOutput
+from rag_core import RetrievAugGenerateOutput, compat
 from rag_core.arguments import check_context_inputs, resolve_n_docs
 
 from . import losses, retrieval_bridge
+from .rag_model import generator_prefix
 
 # Upper bound on the logits one rescoring chunk materialises (floats): 2**25 is 128 MiB in float32.
 RESCORE_CHUNK_LOGITS = 2**25
@@ -44,7 +46,7 @@ def prepare_context(
     if context_input_ids is None:
         question_vectors = rag.encode_question(input_ids, attention_mask)
         retrieved = retrieval_bridge.retrieve(
-            rag.retriever, input_ids, question_vectors, prefix=rag.generator.config.prefix, n_docs=n_docs
+            rag.retriever, input_ids, question_vectors, prefix=generator_prefix(rag.generator), n_docs=n_docs
         )
         return Context(
             context_input_ids=retrieved.context_input_ids,
@@ -78,9 +80,9 @@ def first_occurrences(same: Tensor) -> Tensor:
 
 def beam_logprob_sums(sequences_scores: Tensor, sequences: Tensor, generation_config: Any, kwargs: dict) -> Tensor:
     """Undo beam search's length normalisation: `score * generated_length ** length_penalty`."""
-    length_penalty = kwargs.get("length_penalty", generation_config.length_penalty)
-    eos = kwargs.get("eos_token_id", generation_config.eos_token_id)
-    pad = kwargs.get("pad_token_id", generation_config.pad_token_id)
+    length_penalty = compat.generation_setting(generation_config, "length_penalty", kwargs)
+    eos = compat.generation_setting(generation_config, "eos_token_id", kwargs)
+    pad = compat.generation_setting(generation_config, "pad_token_id", kwargs)
     generated = sequences[:, 1:]  # after the decoder start token
     eos_ids = torch.as_tensor([eos] if isinstance(eos, int) else list(eos or []), device=sequences.device)
     is_eos = torch.isin(generated, eos_ids)
@@ -167,3 +169,33 @@ class SelfAttentionReorderCache(EncoderDecoderCache):
 
 def new_beam_cache() -> SelfAttentionReorderCache:
     return SelfAttentionReorderCache(DynamicCache(), DynamicCache())
+
+
+def static_cache_for_contexts(
+    generator_config: Any, generation_config: Any, kwargs: dict, context_length: int
+) -> Optional[EncoderDecoderCache]:
+    """A static decoder cache for RAG-Token's `generate` when one is asked for (and none is given), else None.
+
+    GenerationMixin sizes the cross-attention part of a static cache from `encoder_outputs[0].shape[1]`,
+    which for the `(B, N, L, H)` states RAG-Token hands it is N, not the context length L. This builds
+    the cache with the right sizes instead (self-attention: the new tokens; cross-attention: L); the
+    caller passes it as the cache and drops `cache_implementation`. The batch size is taken from the
+    first update, so beams and passages need no special care.
+    """
+    implementation = kwargs.get("cache_implementation", getattr(generation_config, "cache_implementation", None))
+    given = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+    if implementation not in ALL_STATIC_CACHE_IMPLEMENTATIONS or given:
+        return None
+    if kwargs.get("max_new_tokens") is not None:
+        new_tokens = kwargs["max_new_tokens"]
+    elif kwargs.get("max_length") is not None:
+        new_tokens = kwargs["max_length"] - 1  # after the decoder start token
+    else:
+        new_tokens = getattr(generation_config, "max_new_tokens", None)
+        if new_tokens is None:
+            new_tokens = compat.generation_setting(generation_config, "max_length") - 1
+    offloading = "offloaded" in implementation
+    return EncoderDecoderCache(
+        StaticCache(config=generator_config, max_cache_len=max(1, new_tokens), offloading=offloading),
+        StaticCache(config=generator_config, max_cache_len=context_length, offloading=offloading),
+    )

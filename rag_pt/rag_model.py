@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel
 
-from rag_core import RagConfig, RetrievAugLMOutput
+from rag_core import RagConfig, RetrievAugLMOutput, compat
 from rag_core.arguments import RagInputError, check_context_inputs, resolve, resolve_n_docs
 
 from . import retrieval_bridge
@@ -69,6 +69,9 @@ class RagModel(RagPreTrainedModel):
         self.retriever = retriever
         self.ctx_encoder = None
         self.context_encoder_training = False
+        # transformers 5 expects it (it records the tied weights that saving and loading rely on); on 4.x
+        # it leaves ready sub-models as they are (their weights are marked initialised)
+        self.post_init()
 
     def set_retriever(self, retriever: Any) -> None:
         self.retriever = retriever
@@ -151,7 +154,7 @@ class RagModel(RagPreTrainedModel):
                 input_ids, attention_mask, output_attentions, output_hidden_states
             )
             retrieved = retrieval_bridge.retrieve(
-                self.retriever, input_ids, question_vectors, prefix=self.generator.config.prefix, n_docs=n_docs
+                self.retriever, input_ids, question_vectors, prefix=generator_prefix(self.generator), n_docs=n_docs
             )
             doc_embeds = retrieved.doc_embeds
             if self.context_encoder_training:
@@ -194,18 +197,18 @@ class RagModel(RagPreTrainedModel):
             encoder_outputs=encoder_outputs,
             decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask,
-            past_key_values=past_key_values,
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            **compat.cache_kwargs(past_key_values),
         )
 
         show_retrieved = retrieved is not None and output_retrieved
         return RetrievAugLMOutput(
             logits=gen_outputs.logits,
             doc_scores=doc_scores,
-            past_key_values=gen_outputs.past_key_values if use_cache else None,
+            past_key_values=compat.output_cache(gen_outputs) if use_cache else None,
             retrieved_doc_embeds=retrieved.doc_embeds if show_retrieved else None,
             retrieved_doc_ids=retrieved.doc_ids if show_retrieved else None,
             context_input_ids=context_input_ids if show_retrieved else None,
@@ -220,6 +223,11 @@ class RagModel(RagPreTrainedModel):
             generator_dec_attentions=gen_outputs.decoder_attentions,
             generator_cross_attentions=gen_outputs.cross_attentions,
         )
+
+
+def generator_prefix(generator: PreTrainedModel) -> Optional[str]:
+    """The generator's task prefix (T5's "summarize: "...); transformers 5 configs have no `prefix` unless set."""
+    return getattr(generator.config, "prefix", None)
 
 
 def _encoder_states(encoder_outputs: Any) -> Tensor:

@@ -94,10 +94,12 @@ class RagPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`, with three additions.
+        """transformers' `from_pretrained`, with four additions.
 
         - `from_tf=True` loads a TensorFlow checkpoint (`tf_model.h5`) through `rag_pt.convert`.
         - `pytorch_model.bin` is only ever read with `torch.load(weights_only=True)` (no pickled code).
+        - `retriever=` is attached to the loaded model as it is: transformers would deep-copy it
+          with the other keyword arguments.
         - Loading a RAG-Token checkpoint into `RagSequenceForGeneration` (or the reverse) warns: the
           weights fit, but the model was trained for the other marginalisation.
         """
@@ -108,12 +110,13 @@ class RagPreTrainedModel(PreTrainedModel):
         if kwargs.get("weights_only", True) is not True:
             raise ValueError("weights_only=False is not supported: .bin checkpoints are read with weights_only=True")
         kwargs["weights_only"] = True
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        if isinstance(model, tuple):  # output_loading_info=True
-            _warn_on_head_mismatch(cls, model[0].config)
-        else:
-            _warn_on_head_mismatch(cls, model.config)
-        return model
+        retriever = kwargs.pop("retriever", None)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
+        _warn_on_head_mismatch(cls, model.config)
+        if retriever is not None:
+            model.set_retriever(retriever)
+        return loaded
 
 
 def _warn_on_head_mismatch(cls: type, config: PretrainedConfig) -> None:
@@ -158,6 +161,9 @@ class _RagHead(RagPreTrainedModel):
         super().__init__(config)
         # === Submodules ===
         self.rag = RagModel(config=config, question_encoder=question_encoder, generator=generator, retriever=retriever)
+        # transformers 5 expects it (it records the tied weights that saving and loading rely on); on 4.x
+        # it leaves ready sub-models as they are (their weights are marked initialised)
+        self.post_init()
 
     def set_retriever(self, retriever: Any) -> None:
         self.rag.set_retriever(retriever)

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
-from rag_core import RagConfig, RetrievAugGenerateOutput, RetrievAugLMMarginOutput
+from rag_core import RagConfig, RetrievAugGenerateOutput, RetrievAugLMMarginOutput, compat
 from rag_core.arguments import (
     check_generate_inputs,
     check_num_return_sequences,
@@ -186,7 +186,7 @@ class RagSequenceForGeneration(_RagHead):
             num_return_sequences=num_beams,
             output_scores=rescore == "fast",
             return_dict_in_generate=True,
-            **{"past_key_values": generation_utils.new_beam_cache(), **model_kwargs},
+            **{**compat.cache_kwargs(generation_utils.new_beam_cache()), **model_kwargs},
         )
         # (B, C, S) candidates per question, C = N * beams, grouped by passage
         candidates = gen.sequences.view(batch_size, n_docs * num_beams, -1)

@@ -19,10 +19,10 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
-from transformers.cache_utils import EncoderDecoderCache
+from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from rag_core import RagConfig, RetrievAugLMMarginOutput
+from rag_core import RagConfig, RetrievAugLMMarginOutput, compat
 from rag_core.arguments import check_generate_inputs, resolve, resolve_bos_token_id, resolve_n_docs
 
 from . import generation_utils, losses
@@ -182,7 +182,13 @@ class RagTokenForGeneration(_RagHead, GenerationMixin):
         if "max_length" not in kwargs and "max_new_tokens" not in kwargs and config.max_new_tokens is None:
             # As the original: `max_length` counts the decoder start token. Left to GenerationMixin, an
             # unset max_length would become "20 new tokens", one more than the original generated.
-            kwargs["max_length"] = config.max_length
+            kwargs["max_length"] = compat.generation_setting(config, "max_length")
+        static_cache = generation_utils.static_cache_for_contexts(
+            self.config.generator, config, kwargs, context.context_input_ids.shape[1]
+        )
+        if static_cache is not None:
+            kwargs[compat.CACHE_KWARG] = static_cache
+            kwargs["cache_implementation"] = None  # the cache is given
         result = super().generate(
             generation_config=generation_config,
             logits_processor=logits_processor,
@@ -216,21 +222,39 @@ class RagTokenForGeneration(_RagHead, GenerationMixin):
         context_attention_mask: Optional[Tensor] = None,
         doc_scores: Optional[Tensor] = None,
         use_cache: Optional[bool] = None,
+        next_sequence_length: Optional[int] = None,
+        cache: Optional[Any] = None,
         **kwargs,
     ) -> dict:
-        """One step: `(B*beams, N, L, H)` states flattened to the `B*beams*N` generator rows."""
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            decoder_input_ids = decoder_input_ids[:, -1:]
+        """One step: `(B*beams, N, L, H)` states flattened to the `B*beams*N` generator rows.
+
+        The cache arrives as `past_key_values` (transformers 4) or `cache` (transformers 5); only the
+        tokens the cache has not seen yet are fed to the decoder.
+        """
+        cache = past_key_values if past_key_values is not None else cache
+        if next_sequence_length is not None:
+            decoder_input_ids = decoder_input_ids[:, -next_sequence_length:]
+        elif cache is not None and cache.get_seq_length() > 0:
+            decoder_input_ids = decoder_input_ids[:, cache.get_seq_length() :]
         states = encoder_outputs.last_hidden_state
         return {
             "encoder_outputs": BaseModelOutput(last_hidden_state=states.reshape(-1, *states.shape[2:])),
             "context_attention_mask": context_attention_mask.reshape(-1, context_attention_mask.shape[-1]),
             "doc_scores": doc_scores,
             "decoder_input_ids": decoder_input_ids,
-            "past_key_values": past_key_values,
+            "past_key_values": cache,
             "use_cache": use_cache,
             "do_marginalize": True,
         }
+
+    def _update_model_kwargs_for_generation(self, outputs: Any, model_kwargs: dict, *args, **kwargs) -> dict:
+        """GenerationMixin's update, plus the cache under the name this transformers' `generate` reads
+        (our outputs call it `past_key_values`, as the original's did)."""
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        cache = outputs.get("past_key_values")
+        if cache is not None:
+            model_kwargs[compat.CACHE_KWARG] = cache
+        return model_kwargs
 
     def _reorder_cache(self, past_key_values: Any, beam_idx: Tensor) -> Any:
         """Beam search picked rows `beam_idx` of the `B*beams` (question, beam) rows: move each row's
@@ -239,20 +263,13 @@ class RagTokenForGeneration(_RagHead, GenerationMixin):
         Only the self-attention cache moves: the cross-attention cache depends on the question and
         passage alone, which a beam never changes, so reordering it would only copy equal tensors.
         """
-        n_docs = _cache_batch_size(past_key_values) // beam_idx.shape[0]
+        cache = past_key_values.self_attention_cache if isinstance(past_key_values, EncoderDecoderCache) else past_key_values
+        if not isinstance(cache, Cache):
+            raise TypeError(f"RAG-Token beam search needs a transformers Cache, got {type(past_key_values).__name__}")
+        layer = next((layer for layer in cache.layers if getattr(layer, "keys", None) is not None), None)
+        if layer is None:  # nothing cached yet
+            return past_key_values
+        n_docs = layer.keys.shape[0] // beam_idx.shape[0]
         rows = (beam_idx[:, None] * n_docs + torch.arange(n_docs, device=beam_idx.device)).reshape(-1)
-        if isinstance(past_key_values, EncoderDecoderCache):
-            past_key_values.self_attention_cache.reorder_cache(rows)
-            return past_key_values
-        if hasattr(past_key_values, "reorder_cache"):
-            past_key_values.reorder_cache(rows)
-            return past_key_values
-        return tuple(tuple(state.index_select(0, rows.to(state.device)) for state in layer) for layer in past_key_values)
-
-
-def _cache_batch_size(past_key_values: Any) -> int:
-    if isinstance(past_key_values, EncoderDecoderCache):
-        past_key_values = past_key_values.self_attention_cache
-    if hasattr(past_key_values, "layers"):
-        return past_key_values.layers[0].keys.shape[0]
-    return past_key_values[0][0].shape[0]
+        cache.reorder_cache(rows)
+        return past_key_values

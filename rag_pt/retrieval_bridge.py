@@ -41,6 +41,7 @@ def retrieve(retriever: Any, input_ids: Tensor, question_vectors: Tensor, *, pre
         question_vectors.detach().to(device="cpu", dtype=torch.float32).numpy(),
         prefix=prefix,
         n_docs=n_docs,
+        return_tensors="np",
     )
     ids_device, vec_device, vec_dtype = input_ids.device, question_vectors.device, question_vectors.dtype
     doc_embeds = _to_tensor(outputs["retrieved_doc_embeds"], vec_dtype, vec_device)

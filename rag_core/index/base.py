@@ -154,10 +154,18 @@ class DenseIndex(Index):
     """A faiss index whose row `i` is passage `i` of a `PassageStore`.
 
     Subclasses implement `_load() -> (faiss_index, passage_store)` and may map faiss rows to
-    document ids (`_rows_to_doc_ids`, `_doc_ids_to_rows`) and supply embeddings another way
-    (`_embeddings`). Loading happens once, under a lock; searches run concurrently (faiss
-    searches do not mutate the index).
+    document ids (`_rows_to_doc_ids`, `_doc_ids_to_rows`), to passage rows (`_passage_rows`) and
+    supply embeddings another way (`_embeddings`). Loading happens once, under a lock; searches
+    run concurrently (faiss searches do not mutate the index).
+
+    Copies travel without the loaded data: a pickled index carries its settings and file
+    locations only (`_LOADED` names what is left behind) and, when the original was loaded, loads
+    itself from the files on first use. `copy.deepcopy` shares the loaded faiss index and passages
+    (they are read-only) instead of duplicating them.
     """
+
+    # Attributes that hold loaded data: never pickled, rebuilt by `init_index()`.
+    _LOADED: tuple[str, ...] = ("_faiss_index", "_passages", "search_parameters")
 
     def __init__(
         self,
@@ -176,6 +184,28 @@ class DenseIndex(Index):
         self._faiss_index = None
         self._passages = None
         self._load_lock = threading.Lock()
+        self._load_on_use = False  # set on copies of a loaded index: load from the files on first use
+
+    # --- copies ---
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._LOADED and k != "_load_lock"}
+        state["_load_on_use"] = self._load_on_use or self._faiss_index is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        for name in self._LOADED:
+            setattr(self, name, {} if name == "search_parameters" else None)
+        self._load_lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> "DenseIndex":
+        # the same loaded faiss index and passages (read-only); settings and lock of its own
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        copied._load_lock = threading.Lock()
+        copied.search_parameters = dict(self.search_parameters)
+        memo[id(self)] = copied
+        return copied
 
     # --- hooks ---
     def _load(self):  # pragma: no cover - abstract
@@ -198,6 +228,10 @@ class DenseIndex(Index):
 
     def _embeddings(self, rows: np.ndarray) -> np.ndarray:
         return self._passages.embeddings(rows)
+
+    def _passage_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the passage store of faiss rows (1-D, -1 kept)."""
+        return rows
 
     # --- interface ---
     def is_initialized(self) -> bool:
@@ -232,6 +266,9 @@ class DenseIndex(Index):
 
     def _require_initialized(self) -> None:
         if self._faiss_index is None:
+            if self._load_on_use:
+                self.init_index()
+                return
             raise IndexNotInitializedError(
                 f"{type(self).__name__} is not loaded: call init_index() (or retriever.init_retrieval()) first"
             )
@@ -271,6 +308,9 @@ class DenseIndex(Index):
         return self._rows_to_doc_ids(rows), self._embeddings(rows)
 
     def get_doc_dicts(self, doc_ids: np.ndarray) -> list[dict]:
+        """One dict per row of `doc_ids`: every column of the passages, as the original's datasets give
+        them (lists of n_docs values, `embeddings` a float32 `(n_docs, D)` array). An id < 0 gives
+        title "", text "", a zero vector and None in the other columns."""
         self._require_initialized()
         doc_ids = np.asarray(doc_ids, dtype=np.int64)
         if doc_ids.ndim != 2:
@@ -280,9 +320,16 @@ class DenseIndex(Index):
         rows[valid] = self._doc_ids_to_rows(doc_ids[valid])
         titles, texts = self.get_passages(rows.reshape(-1))
         embeds = self._embeddings(rows)
+        others = self._passages.columns(self._passage_rows(rows.reshape(-1)), skip=("title", "text", "embeddings"))
+        columns = {"title": titles, "text": texts, **others}
+        order = [name for name in self._passages.column_names if name in columns or name == "embeddings"]
+        order += [name for name in ("title", "text", "embeddings") if name not in order]
         n = doc_ids.shape[1]
         return [
-            {"title": titles[i * n : (i + 1) * n], "text": texts[i * n : (i + 1) * n], "embeddings": embeds[i]}
+            {
+                name: embeds[i] if name == "embeddings" else columns[name][i * n : (i + 1) * n]
+                for name in order
+            }
             for i in range(doc_ids.shape[0])
         ]
 

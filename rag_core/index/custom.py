@@ -56,6 +56,17 @@ def read_manifest(folder: str) -> Optional[dict]:
 class CustomIndex(DenseIndex):
     """Passages saved with `datasets` plus a faiss index file. See the module docstring."""
 
+    _LOADED = DenseIndex._LOADED + ("_dataset",)
+
+    def __getstate__(self) -> dict:
+        if self.dataset_path is None:
+            raise TypeError(
+                "this CustomIndex wraps an in-memory dataset and faiss index (CustomIndex.from_dataset / "
+                "indexed_dataset=): it has no files to be loaded from in another process. Save it with "
+                "retriever.save_pretrained(folder) and send RagRetriever.from_pretrained(folder) instead"
+            )
+        return super().__getstate__()
+
     def __init__(
         self,
         vector_size: int,

@@ -59,6 +59,8 @@ def _load_pickle(path: str):
 class LegacyIndex(DenseIndex):
     """DPR's own index and passages from a local folder (see the module docstring for the files)."""
 
+    _LOADED = DenseIndex._LOADED + ("_row_to_db", "_db_sorted", "_db_sorted_values", "_passage_order", "_passage_ids_sorted")
+
     def __init__(
         self,
         vector_size: int,
@@ -163,8 +165,7 @@ class LegacyIndex(DenseIndex):
             out[i] = self._faiss_index.reconstruct(int(flat[i]))[:-1]  # drop the phi dimension
         return out.reshape(*rows.shape, self.vector_size)
 
-    def get_passages(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
-        self._require_initialized()
+    def _passage_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         passage_rows = np.full(rows.shape, -1, dtype=np.int64)
         valid = rows >= 0
@@ -175,7 +176,11 @@ class LegacyIndex(DenseIndex):
         if not found.all():
             raise IndexFormatError(f"passage ids {db_ids[~found][:5].tolist()} of the legacy index are not in the passages file")
         passage_rows[valid] = self._passage_order[pos]
-        return self._passages.passages(passage_rows)
+        return passage_rows
+
+    def get_passages(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        self._require_initialized()
+        return self._passages.passages(self._passage_rows(rows))
 
     @staticmethod
     def _lookup(sorted_values: np.ndarray, order: np.ndarray, keys: np.ndarray, where: str) -> np.ndarray:

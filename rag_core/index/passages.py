@@ -132,6 +132,32 @@ class PassageStore:
         return titles, texts
 
     @property
+    def column_names(self) -> list[str]:
+        return list(self.table.column_names)
+
+    def columns(self, rows: np.ndarray, skip: tuple = ()) -> dict[str, list]:
+        """The values of every column but `skip` for `rows` (1-D), as Python lists; row -1 gives None."""
+        import pyarrow as pa
+
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        names = [name for name in self.table.column_names if name not in skip]
+        if not names:
+            return {}
+        valid = rows >= 0
+        taken = self.table.select(names).take(pa.array(rows[valid]))
+        out = {}
+        for name in names:
+            values = taken.column(name).to_pylist()
+            if valid.all():
+                out[name] = values
+            else:
+                column = [None] * len(rows)
+                for i, value in zip(np.flatnonzero(valid), values):
+                    column[i] = value
+                out[name] = column
+        return out
+
+    @property
     def has_stored_ids(self) -> bool:
         return self._stored_ids is not None
 

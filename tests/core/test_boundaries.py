@@ -62,7 +62,7 @@ def _run(code: str, block: set[str]):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
@@ -97,6 +97,7 @@ def test_plain_import_of_rag_core_loads_no_framework_and_no_transformers():
     assert out.strip() == "[]"
 
 
+@pytest.mark.pt
 def test_rag_pt_never_imports_tensorflow():
     out = _run(
         """
@@ -116,6 +117,7 @@ def test_rag_pt_never_imports_tensorflow():
     assert out.strip() == "ok"
 
 
+@pytest.mark.tf
 def test_rag_tf_never_imports_torch():
     out = _run(
         """

@@ -253,3 +253,39 @@ def test_ivfpq_reranking_restores_exact_order(tmp_path):
     assert recall(ids_reranked) > recall(ids_raw)
     scores, _ = reranked.search(queries, 5)
     assert np.all(np.diff(scores, axis=1) <= 0)  # best first, exact scores
+
+
+def _pickled_round_trip(index, queries, n_docs):
+    """A pickled loaded index: nothing loaded travels, the copy loads itself on first use, same answers."""
+    import copy
+
+    expected_ids, expected_embeds = index.get_top_docs(queries, n_docs)
+    data = pickle.dumps(index)
+    assert len(data) < 4_000  # settings and paths, not the vectors or the passages
+    clone = pickle.loads(data)
+    assert not clone.is_initialized()
+    doc_ids, embeds = clone.get_top_docs(queries, n_docs)
+    np.testing.assert_array_equal(doc_ids, expected_ids)
+    np.testing.assert_array_equal(embeds, expected_embeds)
+    assert clone.get_doc_dicts(doc_ids)[0]["title"] == index.get_doc_dicts(doc_ids)[0]["title"]
+    shared = copy.deepcopy(index)
+    assert shared.faiss_index is index.faiss_index and shared._load_lock is not index._load_lock
+
+
+def test_a_legacy_index_pickles_without_its_data(tmp_path):
+    index = LegacyIndex(HIDDEN, _legacy_folder(tmp_path / "dpr", pickled=False))
+    index.init_index()
+    _pickled_round_trip(index, tiny_embeddings()[[3, 7]] * 2, 2)
+    dicts = index.get_doc_dicts(np.array([[103, 110]]))
+    assert dicts[0]["id"] == [103, 110]  # every column of DPR's TSV
+
+
+@pytest.mark.parametrize("kind", ["exact", "compressed"])
+def test_a_canonical_index_pickles_without_its_data(tmp_path, kind):
+    passages_path, vectors = _wiki_dpr_folder(tmp_path, kind)
+    index = CanonicalIndex(HIDDEN, kind, dataset_path=passages_path, hnsw_ef_search=64, ivf_nprobe=8, rerank_k_factor=4)
+    index.init_index()
+    _pickled_round_trip(index, vectors[:5] + 0.001, 3)
+    clone = pickle.loads(pickle.dumps(index))
+    clone.init_index()
+    assert clone.search_parameters == index.search_parameters and clone.rerank_k_factor == 4

@@ -44,7 +44,7 @@ def test_call_returns_documented_shapes_and_the_exact_neighbours(tiny_retriever,
     retriever = tiny_retriever(generator, max_combined_length=300)
     question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS[:3])
     vectors = tiny_question_vectors(near=[0, 2, 5])
-    out = retriever(question_ids, vectors)
+    out = retriever(question_ids, vectors, return_tensors="np")
 
     np.testing.assert_array_equal(out["doc_ids"], _expected_top(vectors, 3))
     assert out["doc_ids"].dtype == np.int64 and out["retrieved_doc_embeds"].dtype == np.float32
@@ -63,7 +63,7 @@ def test_prefix_and_truncation_match_the_string_format(tiny_retriever, question_
     question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS)
     vectors = tiny_question_vectors(near=[1, 3, 5, 7])
     for prefix in (None, "question: ", "summarize:"):
-        out = retriever(question_ids, vectors, prefix=prefix, n_docs=4)
+        out = retriever(question_ids, vectors, prefix=prefix, n_docs=4, return_tensors="np")
         expected = _reference_rows(retriever, question_ids, out["doc_ids"], prefix=prefix)
         assert _unpadded(out["context_input_ids"], out["context_attention_mask"]) == expected
         assert max(len(r) for r in expected) == 48
@@ -79,7 +79,7 @@ def test_matches_transformers_rag_retriever(tiny_passages_dir, question_encoder_
     question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS)
     vectors = tiny_question_vectors(near=[0, 4, 8, 11])
     for n_docs in (1, 3):
-        a = ours(question_ids, vectors, n_docs=n_docs)
+        a = ours(question_ids, vectors, n_docs=n_docs, return_tensors="np")
         b = theirs(question_ids, vectors, n_docs=n_docs, return_tensors="np")
         np.testing.assert_array_equal(a["doc_ids"], b["doc_ids"])
         np.testing.assert_allclose(a["retrieved_doc_embeds"], b["retrieved_doc_embeds"], rtol=0, atol=0)
@@ -97,7 +97,7 @@ def test_missing_neighbours_stay_invalid_with_empty_passages(tiny_retriever_bart
     retriever = tiny_retriever_bart
     question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS[:2])
     vectors = tiny_question_vectors(near=[0, 1])
-    out = retriever(question_ids, vectors, n_docs=len(PASSAGES) + 3)
+    out = retriever(question_ids, vectors, n_docs=len(PASSAGES) + 3, return_tensors="np")
     doc_ids = out["doc_ids"]
     np.testing.assert_array_equal(invalid_doc_mask(doc_ids), np.arange(len(PASSAGES) + 3)[None, :].repeat(2, 0) >= len(PASSAGES))
     np.testing.assert_array_equal(np.sort(doc_ids[:, : len(PASSAGES)], axis=1), np.arange(len(PASSAGES))[None].repeat(2, 0))
@@ -172,9 +172,9 @@ def test_concurrent_calls_equal_serial_calls(tiny_retriever, question_encoder_to
         rng = np.random.default_rng(seed)
         picks = rng.choice(len(QUESTIONS), size=2)
         jobs.append((tiny_question_ids(question_encoder_tokenizer, [QUESTIONS[i] for i in picks]), tiny_question_vectors(2, seed=seed), 1 + seed % 5))
-    serial = [retriever(q, v, n_docs=n) for q, v, n in jobs]
+    serial = [retriever(q, v, n_docs=n, return_tensors="np") for q, v, n in jobs]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        parallel = list(pool.map(lambda job: retriever(job[0], job[1], n_docs=job[2]), jobs))
+        parallel = list(pool.map(lambda job: retriever(job[0], job[1], n_docs=job[2], return_tensors="np"), jobs))
     for a, b in zip(serial, parallel):
         for key in ("context_input_ids", "context_attention_mask", "doc_ids", "retrieved_doc_embeds"):
             np.testing.assert_array_equal(a[key], b[key])
@@ -210,7 +210,7 @@ def test_ctx_encoder_tokenizer_returns_tokenized_passages(tiny_passages_dir, que
     retriever = RagRetriever(config, question_encoder_tokenizer, bart_tokenizer)
     retriever.set_ctx_encoder_tokenizer(question_encoder_tokenizer)
     vectors = tiny_question_vectors(near=[3, 6])
-    out = retriever(tiny_question_ids(question_encoder_tokenizer, QUESTIONS[:2]), vectors)
+    out = retriever(tiny_question_ids(question_encoder_tokenizer, QUESTIONS[:2]), vectors, return_tensors="np")
     flat = out["doc_ids"].reshape(-1)
     expected = question_encoder_tokenizer(
         [PASSAGES[i][0] for i in flat], [PASSAGES[i][1] for i in flat], truncation=True, padding="longest", return_tensors="np"
@@ -226,7 +226,7 @@ def test_save_and_from_pretrained_round_trip(tiny_retriever_bart, question_encod
     loaded = RagRetriever.from_pretrained(tmp_path / "retriever")
     question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS)
     vectors = tiny_question_vectors(near=[0, 1, 2, 3])
-    a, b = tiny_retriever_bart(question_ids, vectors), loaded(question_ids, vectors)
+    a, b = tiny_retriever_bart(question_ids, vectors, return_tensors="np"), loaded(question_ids, vectors, return_tensors="np")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
 

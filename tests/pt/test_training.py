@@ -40,7 +40,7 @@ def test_context_encoder_training(tiny_passages_dir, question_encoder_tokenizer,
     out = model(input_ids=ids, attention_mask=mask, labels=labels, reduce_loss=True, output_retrieved=True)
     # doc scores now come from the trainable encoder, not the index's stored vectors
     q = model.rag.encode_question(ids, mask)
-    tokenized = retriever(ids.numpy(), q.detach().numpy())
+    tokenized = retriever(ids.numpy(), q.detach().numpy(), return_tensors="np")
     vectors = ctx_encoder(torch.as_tensor(tokenized["tokenized_doc_ids"]),
                           attention_mask=torch.as_tensor(tokenized["tokenized_doc_attention_mask"])).pooler_output
     torch.testing.assert_close(out.doc_scores, torch.einsum("bd,bnd->bn", q, vectors.view(3, config.n_docs, -1)))
