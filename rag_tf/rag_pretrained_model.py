@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -20,12 +19,11 @@ from rag_core.arguments import check_labels, generator_max_positions, resolve
 from rag_core.configuration_rag import RagConfig
 
 from . import convert
-from .models import registry
-from .models.weights import SubModelWeightError, load_pt_weights, pt_weights
+from .models import checkpoint, registry
+from .models.weights import load_pt_weights, pt_weights
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
 GENERATION_CONFIG_NAME = "generation_config.json"
 SAFETENSORS_NAME = "model.safetensors"
 TF_H5_NAME = "tf_model.h5"
@@ -129,12 +127,12 @@ class TFRagPreTrainedModel(keras.Model):
         """Assign every weight from PyTorch-named arrays (a RAG checkpoint of any of the three classes).
         Checks every sub-model before assigning, so a failure leaves the model as it was."""
         self.ensure_built()
-        tensors = _with_prefix(tensors, self.weight_prefix)
+        tensors = checkpoint.with_prefix(tensors, self.weight_prefix)
         unused = []
         # check everything first: load into nothing, then assign
         parts = self._sub_models()
         for prefix, model in parts.items():
-            _check_weights(model, tensors, prefix, source)
+            checkpoint.check_weights(model, tensors, prefix, source)
         for prefix, model in parts.items():
             unused.extend(load_pt_weights(model, tensors, prefix, source))
         used_prefixes = tuple(parts)
@@ -169,7 +167,7 @@ class TFRagPreTrainedModel(keras.Model):
                 raise ValueError(
                     "pass question_encoder_pretrained_model_name_or_path or a ready model as question_encoder_model="
                 )
-            question_encoder = _load_sub_model(registry.build_question_encoder,
+            question_encoder = checkpoint.load_sub_model(registry.build_question_encoder,
                                                question_encoder_pretrained_model_name_or_path,
                                                kwargs_question_encoder.pop("config", None), allow_pickle=kwargs.get(
                                                    "allow_pickle", False))
@@ -177,7 +175,7 @@ class TFRagPreTrainedModel(keras.Model):
         if generator is None:
             if generator_pretrained_model_name_or_path is None:
                 raise ValueError("pass generator_pretrained_model_name_or_path or a ready model as generator_model=")
-            generator = _load_sub_model(registry.build_generator, generator_pretrained_model_name_or_path,
+            generator = checkpoint.load_sub_model(registry.build_generator, generator_pretrained_model_name_or_path,
                                         kwargs_generator.pop("config", None),
                                         allow_pickle=kwargs.get("allow_pickle", False))
         kwargs.pop("allow_pickle", None)
@@ -203,9 +201,9 @@ class TFRagPreTrainedModel(keras.Model):
         del from_pt, model_args
         from rag_core.convert import read_pt_weights
 
-        directory = _resolve_checkpoint(pretrained_model_name_or_path, kwargs)
+        directory = checkpoint.resolve_checkpoint(pretrained_model_name_or_path, kwargs)
         if config is None:
-            config = _load_rag_config(directory)
+            config = checkpoint.load_rag_config(directory)
         elif not isinstance(config, RagConfig):
             config = resolve_config(config, None, None)
         for key in [k for k in kwargs if hasattr(config, k)]:
@@ -214,11 +212,11 @@ class TFRagPreTrainedModel(keras.Model):
         if kwargs:
             raise TypeError(f"{cls.__name__}.from_pretrained got unexpected keyword arguments: {sorted(kwargs)}")
         registry.check_supported(config)
-        if _has_pt_weights(directory) or not (directory / TF_H5_NAME).is_file():
+        if checkpoint.has_pt_weights(directory) or not (directory / TF_H5_NAME).is_file():
             tensors = read_pt_weights(directory, allow_pickle=allow_pickle)
         else:
             tensors = convert.read_tf_h5(directory)
-        _untie_t5_head_if_the_checkpoint_does(config, _with_prefix(tensors, cls.weight_prefix),
+        checkpoint.untie_t5_head_if_the_checkpoint_does(config, checkpoint.with_prefix(tensors, cls.weight_prefix),
                                               cls.weight_prefix + "generator.")
         model = cls(config=config, retriever=retriever, **({"name": name} if name else {}))
         model.load_pt_weights(tensors, source=str(directory))
@@ -535,110 +533,3 @@ class _TFRagHead(TFRagPreTrainedModel):
 def _split_prefixed_kwargs(kwargs: dict, prefix: str) -> dict:
     """Pop the `prefix*` keys of `kwargs` and return them without the prefix."""
     return {key[len(prefix):]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}
-
-
-def _with_prefix(tensors: Mapping[str, np.ndarray], prefix: str) -> Mapping[str, np.ndarray]:
-    """A `RagModel` checkpoint (no `rag.`) read by a head, or a head's read by `RagModel`."""
-    names = list(tensors)
-    if prefix and names and not any(n.startswith(prefix) for n in names):
-        return {prefix + n: v for n, v in tensors.items()}
-    if not prefix and names and all(n.startswith("rag.") for n in names):
-        return {n[len("rag."):]: v for n, v in tensors.items()}
-    return tensors
-
-
-def _check_weights(model, tensors, prefix: str, source: str) -> None:
-    """Raise what `load_pt_weights` would raise, without assigning anything."""
-    rows = model.pt_weight_table()
-    aliases = model.pt_weight_aliases() if hasattr(model, "pt_weight_aliases") else {}
-    for row in rows:
-        name = prefix + row.pt_name
-        if name not in tensors:
-            alternatives = [prefix + a for a, c in aliases.items() if c == row.pt_name and prefix + a in tensors]
-            if not alternatives:
-                raise SubModelWeightError(f"{source}: missing weight {name!r} ({type(model).__name__})")
-            name = alternatives[0]
-        shape = tuple(np.shape(tensors[name]))
-        expected = tuple(row.variable.shape)
-        if row.transform == "transpose":
-            expected = expected[::-1]
-        if shape != expected:
-            raise SubModelWeightError(f"{source}: weight {name!r} has shape {shape}, expected {expected} for this "
-                                      "configuration")
-
-
-def _untie_t5_head_if_the_checkpoint_does(config: RagConfig, tensors, prefix: str) -> None:
-    """T5 v1.1 / flan checkpoints carry their own `lm_head.weight`; transformers unties the head when
-    it loads one (whatever `tie_word_embeddings` says), and so does this."""
-    if config.generator.model_type != "t5" or prefix + "lm_head.weight" not in tensors:
-        return
-    from .models.t5 import lm_head_is_tied
-
-    if not lm_head_is_tied(tensors, prefix):
-        config.generator.tie_word_embeddings = False
-
-
-def _resolve_checkpoint(name_or_path, kwargs: dict) -> Path:
-    """A local folder, or a hub id resolved in the local huggingface_hub cache (no download when
-    `HF_HUB_OFFLINE` is set); `cache_dir`, `revision`, `token`, `local_files_only` are honoured."""
-    hub = {k: kwargs.pop(k) for k in ("cache_dir", "revision", "token", "local_files_only", "force_download",
-                                      "proxies", "subfolder") if k in kwargs}
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path / hub["subfolder"] if hub.get("subfolder") else path
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; from_pretrained needs a checkpoint folder")
-    try:
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(str(name_or_path), cache_dir=hub.get("cache_dir"), revision=hub.get("revision"),
-                                  token=hub.get("token"), local_files_only=hub.get("local_files_only", False) or
-                                  os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"),
-                                  allow_patterns=["*.json", "*.safetensors", "*.h5", "*.txt", "*.model"])
-    except Exception as err:  # noqa: BLE001 - every hub failure gets the same clear message
-        raise OSError(f"{name_or_path!r} is neither a local checkpoint folder nor a model id found in the "
-                      f"huggingface_hub cache ({type(err).__name__}: {err})") from err
-    return Path(local) / hub["subfolder"] if hub.get("subfolder") else Path(local)
-
-
-def _load_rag_config(directory: Path) -> RagConfig:
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise OSError(f"{directory} has no {CONFIG_NAME}: not a checkpoint folder")
-    try:
-        found = json.loads(path.read_text()).get("model_type")
-    except (ValueError, AttributeError) as err:
-        raise OSError(f"{path} is not a JSON object: {err}") from err
-    if found != "rag":
-        raise ValueError(f"{path} describes a {found!r} model; a RAG checkpoint has model_type 'rag' "
-                         "(for separate question encoder and generator folders use "
-                         "from_pretrained_question_encoder_generator)")
-    return RagConfig.from_pretrained(directory)
-
-
-def _has_pt_weights(directory: Path) -> bool:
-    return any((directory / n).is_file() for n in (SAFETENSORS_NAME, SAFETENSORS_NAME + ".index.json",
-                                                   "model.safetensors.index.json", "pytorch_model.bin",
-                                                   "pytorch_model.bin.index.json"))
-
-
-def _load_sub_model(build, name_or_path, config=None, allow_pickle: bool = False):
-    """A stand-alone sub-model checkpoint (DPR, BERT, BART, T5 folder in transformers' layout)."""
-    from transformers import AutoConfig
-
-    from rag_core.convert import read_pt_weights
-
-    directory = _resolve_checkpoint(name_or_path, {})
-    config = config if config is not None else AutoConfig.from_pretrained(directory)
-    model = build(config)
-    model.ensure_built()
-    tensors = read_pt_weights(directory, allow_pickle=allow_pickle)
-    names = {row.pt_name for row in model.pt_weight_table()}
-    prefix = next((p for p in ("", "bert.", "model.") if any(p + n in tensors for n in names)), "")
-    if prefix == "" and "model.shared.weight" in names and "shared.weight" in tensors:
-        tensors = {("model." + k if not k.startswith(("lm_head.", "final_logits_bias")) else k): v
-                   for k, v in tensors.items()}  # a BartModel without its head
-    if "final_logits_bias" in names and "final_logits_bias" not in tensors:
-        tensors = dict(tensors, final_logits_bias=np.zeros((1, config.vocab_size), np.float32))
-    load_pt_weights(model, tensors, prefix, source=str(directory))
-    return model

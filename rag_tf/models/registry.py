@@ -61,13 +61,13 @@ def check_supported(config: Any) -> None:
 def load_question_encoder(name_or_path, config=None, allow_pickle: bool = False, **kwargs):
     """A stand-alone question encoder checkpoint (DPR question encoder or BERT, e.g. the packaged
     MiniLM) in transformers' layout, as the Keras model of this package."""
-    from ..rag_pretrained_model import _load_sub_model
+    from .checkpoint import load_sub_model
 
-    return _load_sub_model(lambda c: build_question_encoder(c, **kwargs), name_or_path, config, allow_pickle)
+    return load_sub_model(lambda c: build_question_encoder(c, **kwargs), name_or_path, config, allow_pickle)
 
 
 def load_generator(name_or_path, config=None, allow_pickle: bool = False, **kwargs):
     """A stand-alone BART or T5 checkpoint in transformers' layout, as the Keras model of this package."""
-    from ..rag_pretrained_model import _load_sub_model
+    from .checkpoint import load_sub_model
 
-    return _load_sub_model(lambda c: build_generator(c, **kwargs), name_or_path, config, allow_pickle)
+    return load_sub_model(lambda c: build_generator(c, **kwargs), name_or_path, config, allow_pickle)

@@ -12,7 +12,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from rag_core import weight_conversion as wc
-from rag_core.convert import convert_checkpoint, convert_question_encoder
+from rag_core.convert import convert_checkpoint
 from tests.cross.support import HEADS, numpy
 from tests.cross.tolerances import assert_close
 from tests.harness.configs import COMBINATIONS, tiny_bart_config, tiny_dpr_config, tiny_rag_config

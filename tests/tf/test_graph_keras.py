@@ -4,7 +4,6 @@ run_eagerly), gradients to the question encoder, XLA decoding, the cached eager 
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from rag_core.arguments import INVALID_DOC_SCORE
 from rag_core.outputs import RetrievAugLMMarginOutput

@@ -1,0 +1,126 @@
+"""Checkpoint folders for the TF models: where a name points (a local folder or the huggingface_hub
+cache), what its `config.json` holds, how a RAG checkpoint's weight names map onto a model's
+sub-models, and stand-alone sub-model folders (DPR, BERT, BART, T5) in transformers' layout."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from rag_core.configuration_rag import RagConfig
+
+from .weights import SubModelWeightError, load_pt_weights
+
+CONFIG_NAME = "config.json"
+SAFETENSORS_NAME = "model.safetensors"
+
+
+def with_prefix(tensors: Mapping[str, np.ndarray], prefix: str) -> Mapping[str, np.ndarray]:
+    """A `RagModel` checkpoint (no `rag.`) read by a head, or a head's read by `RagModel`."""
+    names = list(tensors)
+    if prefix and names and not any(n.startswith(prefix) for n in names):
+        return {prefix + n: v for n, v in tensors.items()}
+    if not prefix and names and all(n.startswith("rag.") for n in names):
+        return {n[len("rag."):]: v for n, v in tensors.items()}
+    return tensors
+
+
+def check_weights(model, tensors, prefix: str, source: str) -> None:
+    """Raise what `load_pt_weights` would raise, without assigning anything."""
+    rows = model.pt_weight_table()
+    aliases = model.pt_weight_aliases() if hasattr(model, "pt_weight_aliases") else {}
+    for row in rows:
+        name = prefix + row.pt_name
+        if name not in tensors:
+            alternatives = [prefix + a for a, c in aliases.items() if c == row.pt_name and prefix + a in tensors]
+            if not alternatives:
+                raise SubModelWeightError(f"{source}: missing weight {name!r} ({type(model).__name__})")
+            name = alternatives[0]
+        shape = tuple(np.shape(tensors[name]))
+        expected = tuple(row.variable.shape)
+        if row.transform == "transpose":
+            expected = expected[::-1]
+        if shape != expected:
+            raise SubModelWeightError(f"{source}: weight {name!r} has shape {shape}, expected {expected} for this "
+                                      "configuration")
+
+
+def untie_t5_head_if_the_checkpoint_does(config: RagConfig, tensors, prefix: str) -> None:
+    """T5 v1.1 / flan checkpoints carry their own `lm_head.weight`; transformers unties the head when
+    it loads one (whatever `tie_word_embeddings` says), and so does this."""
+    if config.generator.model_type != "t5" or prefix + "lm_head.weight" not in tensors:
+        return
+    from .t5 import lm_head_is_tied
+
+    if not lm_head_is_tied(tensors, prefix):
+        config.generator.tie_word_embeddings = False
+
+
+def resolve_checkpoint(name_or_path, kwargs: dict) -> Path:
+    """A local folder, or a hub id resolved in the local huggingface_hub cache (no download when
+    `HF_HUB_OFFLINE` is set); `cache_dir`, `revision`, `token`, `local_files_only` are honoured."""
+    hub = {k: kwargs.pop(k) for k in ("cache_dir", "revision", "token", "local_files_only", "force_download",
+                                      "proxies", "subfolder") if k in kwargs}
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path / hub["subfolder"] if hub.get("subfolder") else path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; from_pretrained needs a checkpoint folder")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(str(name_or_path), cache_dir=hub.get("cache_dir"), revision=hub.get("revision"),
+                                  token=hub.get("token"), local_files_only=hub.get("local_files_only", False) or
+                                  os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"),
+                                  allow_patterns=["*.json", "*.safetensors", "*.h5", "*.txt", "*.model"])
+    except Exception as err:  # noqa: BLE001 - every hub failure gets the same clear message
+        raise OSError(f"{name_or_path!r} is neither a local checkpoint folder nor a model id found in the "
+                      f"huggingface_hub cache ({type(err).__name__}: {err})") from err
+    return Path(local) / hub["subfolder"] if hub.get("subfolder") else Path(local)
+
+
+def load_rag_config(directory: Path) -> RagConfig:
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise OSError(f"{directory} has no {CONFIG_NAME}: not a checkpoint folder")
+    try:
+        found = json.loads(path.read_text()).get("model_type")
+    except (ValueError, AttributeError) as err:
+        raise OSError(f"{path} is not a JSON object: {err}") from err
+    if found != "rag":
+        raise ValueError(f"{path} describes a {found!r} model; a RAG checkpoint has model_type 'rag' "
+                         "(for separate question encoder and generator folders use "
+                         "from_pretrained_question_encoder_generator)")
+    return RagConfig.from_pretrained(directory)
+
+
+def has_pt_weights(directory: Path) -> bool:
+    return any((directory / n).is_file() for n in (SAFETENSORS_NAME, SAFETENSORS_NAME + ".index.json",
+                                                   "model.safetensors.index.json", "pytorch_model.bin",
+                                                   "pytorch_model.bin.index.json"))
+
+
+def load_sub_model(build, name_or_path, config=None, allow_pickle: bool = False):
+    """A stand-alone sub-model checkpoint (DPR, BERT, BART, T5 folder in transformers' layout)."""
+    from transformers import AutoConfig
+
+    from rag_core.convert import read_pt_weights
+
+    directory = resolve_checkpoint(name_or_path, {})
+    config = config if config is not None else AutoConfig.from_pretrained(directory)
+    model = build(config)
+    model.ensure_built()
+    tensors = read_pt_weights(directory, allow_pickle=allow_pickle)
+    names = {row.pt_name for row in model.pt_weight_table()}
+    prefix = next((p for p in ("", "bert.", "model.") if any(p + n in tensors for n in names)), "")
+    if prefix == "" and "model.shared.weight" in names and "shared.weight" in tensors:
+        tensors = {("model." + k if not k.startswith(("lm_head.", "final_logits_bias")) else k): v
+                   for k, v in tensors.items()}  # a BartModel without its head
+    if "final_logits_bias" in names and "final_logits_bias" not in tensors:
+        tensors = dict(tensors, final_logits_bias=np.zeros((1, config.vocab_size), np.float32))
+    load_pt_weights(model, tensors, prefix, source=str(directory))
+    return model
