@@ -43,7 +43,8 @@ def retrieve(
     dtypes = _DTYPES + ((tf.int32, tf.int32) if with_tokenized_docs else ())
 
     def _call(ids: np.ndarray, hidden: np.ndarray):
-        out = retriever(ids.astype(np.int64), hidden.astype(np.float32), prefix=prefix, n_docs=n_docs)
+        out = retriever(ids.astype(np.int64), hidden.astype(np.float32), prefix=prefix, n_docs=n_docs,
+                        return_tensors="np")
         missing = [k for k in keys if k not in out]
         if missing:
             raise ValueError(
