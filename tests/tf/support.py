@@ -148,34 +148,5 @@ def weight_names(model):
     return sorted(w.name.split("/", 1)[-1] for w in model.weights)
 
 
-HIDE_TORCH = "\n".join([
-    "import importlib.machinery, sys",
-    "class _HideTorch(importlib.machinery.PathFinder):",
-    "    @classmethod",
-    "    def find_spec(cls, name, path=None, target=None):",
-    "        if name == 'torch' or name.startswith('torch.'):",
-    "            return None",
-    "        return super().find_spec(name, path, target)",
-    "sys.meta_path = [_HideTorch if f is importlib.machinery.PathFinder else f for f in sys.meta_path]",
-])
-
-
-def no_torch_subprocess_code() -> str:
-    """torch hidden from the import system (`find_spec` finds nothing, as where it is not installed;
-    transformers itself imports torch whenever it is installed), then a tiny forward pass and a
-    greedy decode."""
-    return "\n".join([
-        HIDE_TORCH,
-        "import numpy as np, rag_tf",
-        "from tests.tf.support import build_ours, make_config",
-        "m = build_ours(make_config(), 'token')",
-        "ctx = dict(context_input_ids=np.full((3, 4), 5, np.int32), context_attention_mask=np.ones((3, 4), np.int32),"
-        " doc_scores=np.zeros((1, 3), np.float32))",
-        "assert m(**ctx, decoder_input_ids=np.array([[2, 5]], np.int32)).logits.shape == (3, 2, 1000)",
-        "assert m.generate(**ctx, max_length=4).shape[0] == 1",
-        "print('ok', sys.modules.get('torch'), 'tf_keras' in sys.modules)",
-    ])
-
-
 def env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1")
