@@ -1,0 +1,1 @@
+"""Documentation suite: the original's docstring examples and README.md's code, run as they are written."""
