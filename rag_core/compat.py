@@ -52,3 +52,30 @@ def generation_setting(generation_config: Any, name: str, overrides: Optional[di
     if value is None:
         value = _GENERATION_DEFAULTS.get(name)
     return value
+
+
+def batch_encoding(data: dict, return_tensors: Optional[str]):
+    """`BatchEncoding(data, tensor_type=return_tensors)`, also for `"tf"` under transformers 5, which
+    dropped TensorFlow from its tensor types: the values are converted with the TensorFlow the caller
+    has imported (asking for TF tensors means using TF; this module never imports it)."""
+    import sys
+
+    from transformers import BatchEncoding
+
+    if return_tensors != "tf" or not TRANSFORMERS_5:
+        return BatchEncoding(data, tensor_type=return_tensors)
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        raise ImportError("return_tensors='tf' needs TensorFlow: import tensorflow first")
+    encoding = BatchEncoding(data, tensor_type="np")
+    for key in list(encoding.keys()):
+        encoding[key] = tf.convert_to_tensor(encoding[key])
+    return encoding
+
+
+def framework_to_numpy(value: Any) -> Any:
+    """A TensorFlow tensor as numpy (transformers 5's tokenizers no longer take TF tensors); anything
+    else unchanged. Duck-typed: no framework is imported."""
+    if type(value).__module__.startswith("tensorflow") and hasattr(value, "numpy"):
+        return value.numpy()
+    return value

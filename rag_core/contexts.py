@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from . import compat
 from .arguments import RagInputError
 
 logger = logging.getLogger(__name__)
@@ -439,8 +440,6 @@ def contexts_from_passages(
         >>> batch = contexts_from_passages(config, q_tok, g_tok, q_ids, [["Paris is in France."]])
         >>> model(context_input_ids=batch["context_input_ids"], ..., doc_scores=batch["doc_scores"])
     """
-    from transformers import BatchEncoding
-
     if assembler is None:
         assembler = ContextAssembler.from_config(config, question_encoder_tokenizer, generator_tokenizer)
     questions = assembler.decode_questions(question_input_ids)
@@ -449,4 +448,4 @@ def contexts_from_passages(
     prefix = prefix if prefix is not None else getattr(config.generator, "prefix", None)
     ids, mask = assembler.assemble(questions, assembler.encode_passages(titles, texts, prefix), n_docs)
     data = {"context_input_ids": ids, "context_attention_mask": mask, "doc_scores": scores}
-    return BatchEncoding(data, tensor_type=return_tensors)
+    return compat.batch_encoding(data, return_tensors)

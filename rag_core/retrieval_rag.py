@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import compat
 from .arguments import resolve
 from .contexts import ContextAssembler, ContextInputError, contexts_from_passages
 from .index import (
@@ -254,8 +255,6 @@ class RagRetriever:
         ((B, n_docs) int64, -1 where no passage was found), and with a context-encoder tokenizer set,
         `tokenized_doc_ids` / `tokenized_doc_attention_mask` (title and text as a pair, padded to the longest).
         """
-        from transformers import BatchEncoding
-
         n_docs = resolve(n_docs, self.n_docs)
         question_hidden_states, n_docs = self._check(question_hidden_states, n_docs)
         prefix = prefix if prefix is not None else getattr(self.config.generator, "prefix", None)
@@ -279,7 +278,7 @@ class RagRetriever:
             for key in ("context_input_ids", "context_attention_mask", "tokenized_doc_ids", "tokenized_doc_attention_mask"):
                 if key in data:
                     data[key] = data[key].tolist()
-        return BatchEncoding(data, tensor_type=return_tensors)
+        return compat.batch_encoding(data, return_tensors)
 
     def _tokenize_docs(self, doc_ids: np.ndarray) -> dict:
         """The retrieved passages for the context encoder: (title, text) pairs, as the original fed DPR."""

@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 from transformers import AutoTokenizer, BatchEncoding
 
+from . import compat
+
 
 class RagTokenizer:
     """A question-encoder tokenizer and a generator tokenizer, used as one."""
@@ -85,11 +87,11 @@ class RagTokenizer:
         if text is None and text_target is None:
             raise ValueError("RagTokenizer needs `text` (questions) and/or `text_target` (answers)")
         if text is None:
-            return self.generator(text_target, *args, **kwargs)
+            return _tokenize(self.generator, text_target, *args, **kwargs)
         tokenizer = self.generator if self._target_mode else self.question_encoder
-        encoding = tokenizer(text, *args, **kwargs)
+        encoding = _tokenize(tokenizer, text, *args, **kwargs)
         if text_target is not None:
-            targets = self.generator(text_target, **kwargs)
+            targets = _tokenize(self.generator, text_target, **kwargs)
             encoding["labels"] = targets["input_ids"]
         return encoding
 
@@ -119,7 +121,8 @@ class RagTokenizer:
         **kwargs,
     ) -> BatchEncoding:
         """Questions and (optionally) answers in one batch, as the original offered."""
-        batch = self.question_encoder(
+        batch = _tokenize(
+            self.question_encoder,
             src_texts,
             max_length=max_length if max_length is not None else self.question_encoder.model_max_length,
             padding=padding,
@@ -128,7 +131,8 @@ class RagTokenizer:
             **kwargs,
         )
         if tgt_texts is not None:
-            labels = self.generator(
+            labels = _tokenize(
+                self.generator,
                 tgt_texts,
                 max_length=max_target_length if max_target_length is not None else self.generator.model_max_length,
                 padding=padding,
@@ -140,14 +144,21 @@ class RagTokenizer:
         return batch
 
     # === Decoding (always the generator's vocabulary) ===
-    def batch_decode(self, *args, **kwargs) -> list[str]:
-        return self.generator.batch_decode(*args, **kwargs)
+    def batch_decode(self, sequences, *args, **kwargs) -> list[str]:
+        return self.generator.batch_decode(compat.framework_to_numpy(sequences), *args, **kwargs)
 
-    def decode(self, *args, **kwargs) -> str:
-        return self.generator.decode(*args, **kwargs)
+    def decode(self, token_ids, *args, **kwargs) -> str:
+        return self.generator.decode(compat.framework_to_numpy(token_ids), *args, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"RagTokenizer(question_encoder={type(self.question_encoder).__name__}, "
             f"generator={type(self.generator).__name__})"
         )
+
+
+def _tokenize(tokenizer, text, *args, return_tensors=None, **kwargs) -> BatchEncoding:
+    """`tokenizer(text, ...)`, with `return_tensors="tf"` also under transformers 5 (numpy, then TF)."""
+    if return_tensors == "tf":
+        return compat.batch_encoding(dict(tokenizer(text, *args, return_tensors="np", **kwargs)), "tf")
+    return tokenizer(text, *args, return_tensors=return_tensors, **kwargs)

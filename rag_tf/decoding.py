@@ -76,8 +76,10 @@ class DecodingOptions:
     bad_words_ids: tuple = ()
 
     @classmethod
-    def from_generation_config(cls, generation_config, fallback_config=None) -> "DecodingOptions":
-        """Read a `GenerationConfig` (already updated with the call's kwargs); refuse what we cannot do."""
+    def from_generation_config(cls, generation_config, fallback_config=None,
+                               default_max_length: int = 20) -> "DecodingOptions":
+        """Read a `GenerationConfig` (already updated with the call's kwargs); refuse what we cannot do.
+        `default_max_length` applies when the config leaves `max_length` unset (transformers 5)."""
         gc = generation_config
         for name, default in _UNSUPPORTED.items():
             value = getattr(gc, name, default)
@@ -113,8 +115,8 @@ class DecodingOptions:
             raise ValueError(f"temperature must be > 0 when sampling, got {gc.temperature}")
         if num_return > num_beams:
             raise ValueError(f"num_return_sequences ({num_return}) has to be <= num_beams ({num_beams})")
-        # transformers 5 leaves unset generation options None; 20 is transformers' default max_length
-        max_length = int(gc.max_length if gc.max_length is not None else 20)
+        # transformers 5 leaves unset generation options None (transformers 4 stored max_length=20)
+        max_length = int(gc.max_length if gc.max_length is not None else default_max_length)
         if gc.max_new_tokens is not None:
             max_length = 1 + int(gc.max_new_tokens)
         if max_length < 2:

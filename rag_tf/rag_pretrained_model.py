@@ -299,6 +299,9 @@ class TFRagPreTrainedModel(keras.Model):
         # the context is given, so default it to None like every other argument.
         if not args and "input_ids" not in kwargs:
             kwargs["input_ids"] = None
+        if args and isinstance(args[0], Mapping) and type(args[0]) is not dict:
+            # a tokenizer's BatchEncoding (a Mapping, not a dict): Keras takes only plain structures
+            args = (dict(args[0]),) + tuple(args[1:])
         return super().__call__(*args, **kwargs)
 
     # === Eager calls as a cached graph ===

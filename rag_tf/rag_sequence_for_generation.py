@@ -173,7 +173,10 @@ class TFRagSequenceForGeneration(_TFRagHead):
         # 1. every (passage, question) pair through the generator's own decoding (beams per pair)
         generation_config = generation_utils.resolve_generation_config(
             self.generator, None, dict(model_kwargs, num_beams=num_beams, num_return_sequences=num_beams))
-        options = decoding.DecodingOptions.from_generation_config(generation_config, self.config.generator)
+        # the generator's own `generate` in rag_pt: an unset max_length means 20 new tokens after the
+        # start token under transformers 5 (20 tokens in all under 4.x, where it is never unset)
+        options = decoding.DecodingOptions.from_generation_config(generation_config, self.config.generator,
+                                                                  default_max_length=21)
         decode = generation_utils.cached_decode_function(
             self, ("sequence", options, jit_compile),
             lambda: generation_utils.make_decode_function(self.generator, options, 1, False, jit_compile))

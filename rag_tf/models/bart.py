@@ -396,7 +396,11 @@ class TFBartForConditionalGeneration(keras.Model):
              encoder_outputs=None, past_key_values=None, use_cache=False, output_attentions=False,
              output_hidden_states=False, training=False):
         if decoder_input_ids is None:
-            raise ValueError("TFBartForConditionalGeneration needs `decoder_input_ids` (the caller shifts the labels)")
+            if input_ids is None:
+                raise ValueError("TFBartForConditionalGeneration needs `decoder_input_ids` (or `input_ids`, "
+                                 "whose right shift BART then decodes, as transformers' BART does)")
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id,
+                                                   self.config.decoder_start_token_id)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                            output_attentions=output_attentions,
@@ -547,3 +551,12 @@ def _layer_rows(prefix, layer):
         rows += _norm_rows(f"{prefix}{name}_layer_norm", getattr(layer, f"{name}_layer_norm"))
     rows += _dense_rows(prefix + "fc1", layer.fc1) + _dense_rows(prefix + "fc2", layer.fc2)
     return rows + _norm_rows(prefix + "final_layer_norm", layer.final_layer_norm)
+
+
+def shift_tokens_right(input_ids, pad_token_id: int, decoder_start_token_id: int):
+    """BART's default decoder input: the start token, then `input_ids` without its last token
+    (-100 label padding read as the pad token)."""
+    input_ids = ops.convert_to_tensor(input_ids)
+    start = ops.full((ops.shape(input_ids)[0], 1), decoder_start_token_id, dtype=input_ids.dtype)
+    shifted = ops.concatenate([start, input_ids[:, :-1]], axis=1)
+    return ops.where(ops.equal(shifted, -100), ops.cast(pad_token_id, shifted.dtype), shifted)

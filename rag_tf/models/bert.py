@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from rag_tf.models.outputs import EncoderOutput
+from rag_tf.models.outputs import DPREncoderOutput, EncoderOutput
 from rag_tf.models.weights import IDENTITY, TRANSPOSE, WeightRow
 
 
@@ -326,8 +326,8 @@ class _TFDPREncoder(keras.Model):
         pooled = outputs.last_hidden_state[:, 0]
         if self.encode_proj is not None:
             pooled = self.encode_proj(pooled)
-        return EncoderOutput(last_hidden_state=outputs.last_hidden_state, pooler_output=pooled,
-                             hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return DPREncoderOutput(pooler_output=pooled, hidden_states=outputs.hidden_states,
+                                attentions=outputs.attentions, last_hidden_state=outputs.last_hidden_state)
 
     def pt_weight_table(self) -> list:
         """One row per variable, named as in the DPR encoder's `state_dict()`."""

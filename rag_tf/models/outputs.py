@@ -43,3 +43,19 @@ class Seq2SeqLMOutput(RagOutput):
     encoder_last_hidden_state: Optional[Any] = None
     encoder_hidden_states: Optional[tuple] = None
     encoder_attentions: Optional[tuple] = None
+
+
+@dataclass
+class DPREncoderOutput(RagOutput):
+    """A DPR encoder's outputs, `pooler_output` first as in transformers' DPR outputs (so
+    `question_encoder(input_ids)[0]` is the question vector).
+
+    pooler_output: `(B, H)`, or `(B, P)` with `projection_dim > 0`.
+    hidden_states / attentions: per layer, with the output flags.
+    last_hidden_state: `(B, L, H)` of the BERT inside.
+    """
+
+    pooler_output: Any = None
+    hidden_states: Optional[tuple] = None
+    attentions: Optional[tuple] = None
+    last_hidden_state: Optional[Any] = None

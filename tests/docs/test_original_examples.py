@@ -47,9 +47,6 @@ What cannot run as written, by design (nothing is downloaded), and the documente
 - `index_name="legacy"`: the original fetches DPR's files from a bucket; here `IndexNotFoundError`
   ("... Nothing is downloaded"). Alternative: `index_path=` a local folder with DPR's files.
 
-The three TensorFlow forward examples are marked as expected failures (strict) while known library
-bugs stop them (`TF_EXAMPLE_BUGS`); with the bugs fixed they must pass.
-
 Each test asserts something that could fail: shapes, and equality with transformers' own PyTorch
 RAG (transformers 5 here) on the same checkpoint where the same call exists there (atol 1e-5);
 TensorFlow results against our PyTorch classes (atol 1e-4).
@@ -389,21 +386,6 @@ def test_text_target_is_tokenized_by_the_generator_tokenizer(stand_ins):
 
 
 # === TensorFlow (modeling_tf_rag.py) ===
-# Known library bugs that stop the TF examples as written under transformers 5 (see the suite's
-# report); the marker is strict, so the tests fail as soon as the bugs are fixed: remove it then.
-TF_EXAMPLE_BUGS = pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError),
-    reason=(
-        "library bugs: (1) RagTokenizer.prepare_seq2seq_batch / RagRetriever.__call__ with "
-        "return_tensors='tf' raise under transformers 5 ('tf is not a valid TensorType'); (2) the Keras "
-        "DPR question encoder's output[0] is last_hidden_state, not pooler_output; (3) model(BatchEncoding) "
-        "is refused by Keras; (4) RagTokenizer.batch_decode of a tf.Tensor fails under transformers 5; (5) "
-        "TFRagModel without decoder_input_ids: the Keras BART raises instead of decoding the shifted input_ids"
-    ),
-)
-
-
 def pt_reference(class_name: str, checkpoint, retriever=None):
     import rag_pt
 
@@ -452,7 +434,6 @@ def test_tf_rag_model_from_question_encoder_generator_example(stand_ins, kb, in_
 
 
 @pytest.mark.cross
-@TF_EXAMPLE_BUGS
 @covers("modeling_tf_rag.py", "TFRagModel.call")
 def test_tf_rag_model_call_example(stand_ins, kb):
     """As written: the dummy wiki_dpr raises; with the local index, the outputs of our PyTorch RagModel."""
@@ -514,7 +495,6 @@ def check_tf_generation_example(snapshots: list[dict], class_name: str, checkpoi
 
 
 @pytest.mark.cross
-@TF_EXAMPLE_BUGS
 @covers("modeling_tf_rag.py", "TFRagTokenForGeneration.call")
 def test_tf_rag_token_example(stand_ins, kb):
     """As written: the dummy wiki_dpr raises; with the local index every step equals our PyTorch RAG-Token."""
@@ -523,7 +503,6 @@ def test_tf_rag_token_example(stand_ins, kb):
 
 
 @pytest.mark.cross
-@TF_EXAMPLE_BUGS
 @covers("modeling_tf_rag.py", "TFRagSequenceForGeneration.call")
 def test_tf_rag_sequence_example(stand_ins, kb):
     """As written: the dummy wiki_dpr raises; with the local index every step equals our PyTorch RAG-Sequence."""
