@@ -120,6 +120,10 @@ class RagRetriever:
         from .configuration_rag import RagConfig
         from .tokenization_rag import RagTokenizer
 
+        from .hub import pop_hub_kwargs, resolve_folder
+
+        # resolved once: config and tokenizers come from the same snapshot (revision, cache_dir)
+        retriever_name_or_path = resolve_folder(retriever_name_or_path, **pop_hub_kwargs(kwargs))
         init_retrieval = kwargs.pop("init_retrieval", True)
         dataset_path = kwargs.pop("dataset_path", None)
         allow_pickle = kwargs.pop("allow_pickle", False)

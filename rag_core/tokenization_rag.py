@@ -49,12 +49,15 @@ class RagTokenizer:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "RagTokenizer":
-        """Load both tokenizers from a directory in the original's layout.
+        """Load both tokenizers from a directory in the original's layout (or a model id in the
+        huggingface_hub cache; `cache_dir`, `revision`, `token`, `local_files_only` apply).
 
         `config` (a `RagConfig`) may be passed; otherwise the directory's `config.json` is read
         when present (it tells the tokenizer classes for directories without tokenizer configs).
         """
-        path = os.fspath(pretrained_model_name_or_path)
+        from .hub import pop_hub_kwargs, resolve_folder
+
+        path = os.fspath(resolve_folder(pretrained_model_name_or_path, **pop_hub_kwargs(kwargs)))
         config = kwargs.pop("config", None)
         if config is None and os.path.isfile(os.path.join(path, "config.json")):
             from .configuration_rag import RagConfig

@@ -5,13 +5,13 @@ sub-models, and stand-alone sub-model folders (DPR, BERT, BART, T5) in transform
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from rag_core.configuration_rag import RagConfig
+from rag_core.hub import pop_hub_kwargs, resolve_folder
 
 from .weights import SubModelWeightError, load_pt_weights
 
@@ -61,26 +61,9 @@ def untie_t5_head_if_the_checkpoint_does(config: RagConfig, tensors, prefix: str
 
 
 def resolve_checkpoint(name_or_path, kwargs: dict) -> Path:
-    """A local folder, or a hub id resolved in the local huggingface_hub cache (no download when
-    `HF_HUB_OFFLINE` is set); `cache_dir`, `revision`, `token`, `local_files_only` are honoured."""
-    hub = {k: kwargs.pop(k) for k in ("cache_dir", "revision", "token", "local_files_only", "force_download",
-                                      "proxies", "subfolder") if k in kwargs}
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path / hub["subfolder"] if hub.get("subfolder") else path
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; from_pretrained needs a checkpoint folder")
-    try:
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(str(name_or_path), cache_dir=hub.get("cache_dir"), revision=hub.get("revision"),
-                                  token=hub.get("token"), local_files_only=hub.get("local_files_only", False) or
-                                  os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"),
-                                  allow_patterns=["*.json", "*.safetensors", "*.h5", "*.txt", "*.model"])
-    except Exception as err:  # noqa: BLE001 - every hub failure gets the same clear message
-        raise OSError(f"{name_or_path!r} is neither a local checkpoint folder nor a model id found in the "
-                      f"huggingface_hub cache ({type(err).__name__}: {err})") from err
-    return Path(local) / hub["subfolder"] if hub.get("subfolder") else Path(local)
+    """A local folder, or a hub id resolved in the local huggingface_hub cache; the hub options
+    (`cache_dir`, `revision`, `token`, `local_files_only`, `subfolder`) are taken from `kwargs`."""
+    return resolve_folder(name_or_path, **pop_hub_kwargs(kwargs))
 
 
 def load_rag_config(directory: Path) -> RagConfig:

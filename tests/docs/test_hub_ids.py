@@ -32,20 +32,6 @@ EXPECTED = {"main": {"n_docs": 3, "max_length": 512, "weights": "rag-token"},
             "v1": {"n_docs": 2, "max_length": 256, "weights": "rag-sequence"}}
 WEIGHT = "generator.model.shared.weight"  # one weight that tells the snapshots apart
 
-# known library bugs (see the suite's report); strict: these fail as soon as the bugs are fixed
-TOKENIZER_HUB_BUG = pytest.mark.xfail(
-    strict=True, raises=OSError,
-    reason="library bug: RagTokenizer.from_pretrained reads config.json only from a local folder, so for a hub "
-           "id AutoTokenizer looks for a config in the tokenizer subfolder and fails",
-)
-RETRIEVER_HUB_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="library bug: RagRetriever.from_pretrained does not pass cache_dir / revision to RagTokenizer."
-           "from_pretrained (tokenizers from another revision; with cache_dir, transformers 5 silently builds "
-           "empty tokenizers)",
-)
-
-
 @pytest.fixture(scope="module")
 def hub(stand_ins, tiny_passages_dir, tmp_path_factory):
     """`(cache folder, {"main"|"v1": snapshot folder})`."""
@@ -115,9 +101,8 @@ def case(class_name: str, mode: str, *marks):
 
 CASES = (
     [case("RagConfig", mode) for mode in ("cache_dir", "branch", "commit", "default_cache")]
-    + [case("RagTokenizer", mode, TOKENIZER_HUB_BUG) for mode in ("cache_dir", "branch", "commit", "default_cache")]
-    + [case("RagRetriever", mode, RETRIEVER_HUB_BUG) for mode in ("cache_dir", "branch", "commit")]
-    + [case("RagRetriever", "default_cache")]
+    + [case("RagTokenizer", mode) for mode in ("cache_dir", "branch", "commit", "default_cache")]
+    + [case("RagRetriever", mode) for mode in ("cache_dir", "branch", "commit", "default_cache")]
     + [case(name, mode) for name in PT for mode in ("cache_dir", "branch", "commit", "default_cache")]
     + [case(name, "cache_dir") for name in TF]
     + [case("TFRagTokenForGeneration", mode) for mode in ("branch", "commit", "default_cache")]
@@ -196,8 +181,7 @@ def from_environment(hub, tmp_path_factory):
 @pytest.mark.slow  # a fresh interpreter importing transformers and torch: ~10 s of CPU
 @pytest.mark.parametrize("class_name, expected", [
     ("RagConfig", 3),
-    pytest.param("RagTokenizer", 30522, marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                                                 reason=TOKENIZER_HUB_BUG.kwargs["reason"])),
+    ("RagTokenizer", 30522),
     ("RagRetriever", 30522),
     ("RagTokenForGeneration", 3),
 ])
