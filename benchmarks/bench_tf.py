@@ -39,11 +39,13 @@ Cases (targets from the issue, at both context lengths):
   RAG-Sequence generate greedy (thorough rescoring)                        >= 10x
   information: RAG-Token greedy with jit_compile=True (ours only; the original's RAG has no XLA
   generate, its column is its default greedy), RAG-Token beam 4, RAG-Sequence beam 4, Keras `fit`
-  (graph mode; the original's fails), peak RSS of each side (separate child processes, contexts 300).
+  (graph mode; the original's fails), peak RSS of each side (one fresh child process per side, contexts
+  300; ours' child runs with TF_USE_LEGACY_KERAS=0, so it holds Keras 3 only).
 
-    python -m benchmarks.bench_tf              # full size, both context lengths (~15 min on 2 cores)
-    python -m benchmarks.bench_tf --quick      # about a minute: 2,000 passages, short contexts, 5 new tokens,
-                                               # the three target cases and fit, no memory children
+    python -m benchmarks.bench_tf              # full size, both context lengths: 31 min on the shared 2-core
+                                               # machine at load 3-7 (the original's RAG-Sequence calls dominate)
+    python -m benchmarks.bench_tf --quick      # about a minute: 2,000 passages, short contexts, batches of 2,
+                                               # 5 new tokens, the three target cases (no fit, no memory children)
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ from .common import bench_tokenizer as _tokenizer  # noqa: E402
 
 TOKEN, SEQUENCE = "TFRagTokenForGeneration", "TFRagSequenceForGeneration"
 OURS_WARMUP, ORIGINAL_WARMUP = 3, 1
-QUICK_NEW_TOKENS = 5  # --quick: a smoke run of about a minute; its ratios are indicative only
+# --quick: a smoke run of about a minute (batches of 2 questions, 5 new tokens, no fit, no memory children);
+# its ratios are indicative only
+QUICK_NEW_TOKENS, QUICK_BATCH = 5, 2
 WORK = os.path.join(common.WORK_DIR, "bench_tf")
 
 # The previous rag_tf (tf-keras based, replaced by the Keras 3 rebuild; it cannot be imported beside
@@ -119,13 +123,13 @@ def _questions(n: int, seed: int) -> list[str]:
     return [f"{QUESTIONS[i % len(QUESTIONS)]} {' '.join(rng.choice(words, 4))}" for i in range(n)]
 
 
-def _question_pool(n_batches: int, seed: int = 1) -> list[dict]:
-    """`n_batches` batches of BATCH fresh questions, each `{input_ids, attention_mask, labels}` (int32
+def _question_pool(n_batches: int, seed: int = 1, batch: int = BATCH) -> list[dict]:
+    """`n_batches` batches of `batch` fresh questions, each `{input_ids, attention_mask, labels}` (int32
     numpy, padded to one length for the whole pool, so that they also stack into a tf.data dataset)."""
     import numpy as np
 
     tok = _tokenizer()
-    questions = _questions(n_batches * BATCH, seed)
+    questions = _questions(n_batches * batch, seed)
     q = tok(questions, padding="longest", return_tensors="np")
     rng = np.random.default_rng(seed)
     answers = [" ".join(rng.choice(["paris", "berlin", "python", "river", "capital", "state", "code"], LABEL_TOKENS))
@@ -133,7 +137,7 @@ def _question_pool(n_batches: int, seed: int = 1) -> list[dict]:
     labels = tok(answers, padding="max_length", truncation=True, max_length=LABEL_TOKENS, return_tensors="np")
     batches = []
     for b in range(n_batches):
-        rows = slice(b * BATCH, (b + 1) * BATCH)
+        rows = slice(b * batch, (b + 1) * batch)
         batches.append({"input_ids": q["input_ids"][rows].astype(np.int32),
                         "attention_mask": q["attention_mask"][rows].astype(np.int32),
                         "labels": labels["input_ids"][rows].astype(np.int32)})
@@ -199,7 +203,6 @@ def _build(length: str, n: int, d_model: int, layers: int) -> dict:
     spec = LENGTHS[length]
     config = _config(d_model, layers, os.path.join(WORK, "unset"))
     config.max_combined_length = spec["max_combined_length"]
-    config.generator.init_std = 0.3  # peaked next-token distributions: both sides decode the same ids
     ours = {}
     for head in (TOKEN, SEQUENCE):
         keras.utils.set_random_seed(0)
@@ -289,8 +292,6 @@ def time_case(ours_fn, original_fn, stream: Stream, log: RetrievalLog, quick: bo
               check_ids: bool, notes: list, name: str):
     """Warm up (ours OURS_WARMUP calls, the original ORIGINAL_WARMUP) on fresh batches, then alternate
     both on the same fresh batches. Returns (ours Measurement, original Measurement or None, log stats)."""
-    import numpy as np
-
     warm = stream.take(OURS_WARMUP)
     warm_ours, warm_orig = [], []
     start = time.perf_counter()
@@ -335,7 +336,7 @@ def _fit_case(model, optimizer, pool_stream: Stream, quick: bool, keras_fit_kwar
 
     def dataset(batches):
         data = {k: np.concatenate([b[k] for b in batches]) for k in ("input_ids", "attention_mask", "labels")}
-        return tf.data.Dataset.from_tensor_slices(data).batch(BATCH)
+        return tf.data.Dataset.from_tensor_slices(data).batch(len(batches[0]["input_ids"]))
 
     model.compile(optimizer=optimizer)
     warm = dataset(pool_stream.take(1 if quick else 2))
@@ -374,9 +375,7 @@ def _length_label(length: str) -> str:
 
 def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cases: list, rows: list,
                 notes: list) -> dict:
-    import keras
     import tensorflow as tf
-    import tf_keras
 
     spec = LENGTHS[length]
     label = _length_label(length)
@@ -385,7 +384,8 @@ def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cas
     print(f"[{label}] models and index ready in {time.perf_counter() - started:.0f} s "
           f"(question vectors' cosine to their mean {built['concentration']:.3f}; index made orthogonal to it)",
           flush=True)
-    pool = _question_pool(48 if quick else 160, seed=1 + int(length))
+    batch = QUICK_BATCH if quick else BATCH
+    pool = _question_pool(48 if quick else 160, seed=1 + int(length), batch=batch)
     stream = Stream(pool)
     log = built["log"]
     new_tokens = QUICK_NEW_TOKENS if quick else NEW_TOKENS
@@ -407,7 +407,7 @@ def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cas
     for key, name, head, kwargs, target, note in _plan(quick):
         full_name = f"{name}, {label}"
         ours, original = built["ours"][head], built["original"][head]
-        items = BATCH * new_tokens if kwargs is not None else None
+        items = batch * new_tokens if kwargs is not None else None
         try:
             fn_ours = call(ours) if kwargs is None else generate(ours, kwargs)
             fn_orig = call(original) if kwargs is None else generate(original, original_kwargs(kwargs))
@@ -428,7 +428,18 @@ def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cas
         rows.append(dict(row, _key=key, _length=length, _stats=stats))
         print(json.dumps({k: row.get(k) for k in ("name", "ours_s", "original_s", "ratio", "target")}), flush=True)
 
-    # Keras fit, graph mode: ours on Keras 3; the original with tf-keras (it fails in graph mode)
+    if not quick:  # tracing the train step takes ~30 s: the full run only
+        _fit_row(built, stream, log, quick, label, length, cases, rows, notes)
+    if stream.wrapped:
+        notes.append(f"{label}: the question pool ran out and was reused (some timed batches repeated)")
+    return built
+
+
+def _fit_row(built, stream, log, quick, label, length, cases, rows, notes) -> None:
+    """Keras fit, graph mode: ours on Keras 3; the original with tf-keras (it fails in graph mode)."""
+    import keras
+    import tf_keras
+
     name = f"Keras fit RAG-Token, graph mode (seconds per step), {label}"
     token, token_orig = built["ours"][TOKEN], built["original"][TOKEN]
     original_note, m_orig = None, None
@@ -453,9 +464,6 @@ def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cas
     cases.append(row)
     rows.append(dict(row, _key="fit", _length=length, _stats=stats))
     print(json.dumps({k: row.get(k) for k in ("name", "ours_s", "original_s", "ratio", "note")}), flush=True)
-    if stream.wrapped:
-        notes.append(f"{label}: the question pool ran out and was reused (some timed batches repeated)")
-    return built
 
 
 def _error_line(err: BaseException) -> str:
@@ -519,7 +527,9 @@ def _measure_rss(checkpoints: dict, length: str, timeout_s: float = 300) -> list
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         if side == "ours":
-            env.pop("TF_USE_LEGACY_KERAS", None)  # a plain Keras 3 process, as a user of rag_tf runs it
+            # a plain Keras 3 process, as a user of rag_tf runs it ("0", not unset: this module's
+            # setdefault would turn an unset variable into "1", and tf.keras into tf-keras)
+            env["TF_USE_LEGACY_KERAS"] = "0"
         else:
             env["TF_USE_LEGACY_KERAS"] = "1"
         cmd = [sys.executable, "-m", "benchmarks.bench_tf", "--rss-child", side, "--checkpoint", checkpoint,
@@ -640,6 +650,9 @@ def run(quick: bool = False, d_model: int = 256, layers: int = 2, n_passages=Non
         checkpoints[length] = built["checkpoints"]
         del built
         gc.collect()
+    if not any("ids differ" in note for note in notes):
+        notes.append("Same work: on every generate case's check batch (the first warm-up call) ours and the original "
+                     "decoded the same ids.")
     tables.append(_comparison_table(rows))
     if rss:
         length = "300" if "300" in checkpoints else lengths[0]
@@ -660,7 +673,7 @@ def run(quick: bool = False, d_model: int = 256, layers: int = 2, n_passages=Non
     ]
     return common.suite_result(
         "tf", cases, notes=notes, tables=tables,
-        config={"batch": BATCH, "n_docs": N_DOCS, "d_model": d_model, "layers": f"{layers}+{layers}",
+        config={"batch": QUICK_BATCH if quick else BATCH, "n_docs": N_DOCS, "d_model": d_model, "layers": f"{layers}+{layers}",
                 "vocab": 30522, "passages": n, "new_tokens": QUICK_NEW_TOKENS if quick else NEW_TOKENS, "label_tokens": LABEL_TOKENS,
                 "max_combined_length": " and ".join(str(LENGTHS[x]["max_combined_length"]) for x in lengths),
                 "environment": "oracle (transformers 4.x + tf-keras; ours on Keras 3)"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import numpy as np
@@ -184,11 +185,15 @@ class TFRagSequenceForGeneration(_TFRagHead):
         generated = decoding.finalize(raw, options)
 
         # 2. deduplicate, rescore and keep the best, all examples at once, as one cached graph
+        # the Python settings are bound into the cached function, only tensors are passed per call: a
+        # Python object argument would key the trace by identity and retrace on every call
         select = generation_utils.cached_decode_function(
             self, ("sequence-rescore", options, n_docs, num_beams, do_deduplication, rescore, num_return_sequences),
-            lambda: tf.function(self._rescore_and_select, reduce_retracing=True))
-        output, top_scores = select(generated, raw["encoder_hidden"], context_attention_mask, doc_scores, options,
-                                    n_docs, num_beams, do_deduplication, rescore, num_return_sequences)
+            lambda: tf.function(functools.partial(
+                self._rescore_and_select, options=options, n_docs=n_docs, num_beams=num_beams,
+                do_deduplication=do_deduplication, rescore=rescore, num_return_sequences=num_return_sequences),
+                reduce_retracing=True))
+        output, top_scores = select(generated, raw["encoder_hidden"], context_attention_mask, doc_scores)
         if not output_provenance:
             return output
         ids = None if doc_ids is None else np.repeat(np.asarray(doc_ids), num_return_sequences, axis=0)

@@ -48,3 +48,17 @@ def test_bad_words_are_never_generated(token_pair, bart_contexts):
     for row in out:
         body = row[1:].tolist()
         assert not any(body[i] == pair[0] and body[i + 1] == pair[1] for i in range(len(body) - 1))
+
+
+def test_rag_sequence_rescoring_is_not_retraced_per_call(sequence_pair):
+    """The rescoring graph is cached with its settings bound: new context lengths relax its shapes
+    once (reduce_retracing) instead of retracing on every call."""
+    model = sequence_pair[0]
+    rng = np.random.default_rng(0)
+    for length in (4, 6, 5, 7):
+        model.generate(context_input_ids=rng.integers(5, 900, (6, length)).astype(np.int32),
+                       context_attention_mask=np.ones((6, length), np.int32), doc_scores=np.zeros((2, 3), np.float32),
+                       max_length=6)
+    traces = [f.experimental_get_tracing_count() for key, f in model.__dict__["_rag_decode_functions"].items()
+              if key[0] == "sequence-rescore" and key[1].max_length == 6]
+    assert traces and max(traces) <= 2, traces
