@@ -38,7 +38,8 @@ import importlib
 import importlib.util
 
 if importlib.util.find_spec("tensorflow") is None:
-    raise ModuleNotFoundError("rag_tf needs TensorFlow, which is not installed: pip install 'rag-twin[tf]'")
+    raise ModuleNotFoundError("rag_tf needs TensorFlow (the tensorflow package), which is not installed: "
+                              "pip install 'rag-twin[tf]'")
 
 __all__ = ["TFRagPreTrainedModel", "TFRagModel", "TFRagSequenceForGeneration", "TFRagTokenForGeneration"]
 
