@@ -50,6 +50,10 @@ from .common import (
 from .knowledge import KnowledgeBase, Question
 
 MODEL_LABELS = {"rag_token": "RAG-Token", "baseline": "Generator only"}
+# Decoding runs as a graph (tf.function), not XLA: every evaluation batch has its own question and
+# context widths, and XLA compiles once per shape (on 2 cores, 500 held-out questions took 74 s
+# with jit_compile=True against 19 s without, compilation included).
+JIT_DECODE = False
 
 
 def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, progress: bool = True) -> dict:
@@ -111,15 +115,16 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
 
     # === Training with Keras fit ===
     pad = gen_config.pad_token_id
-    with stages.stage("train RAG-Token"):
-        results["models"]["rag_token"] = {
-            "loss_curve": _fit(model, _rag_batches(contexts, train_labels, settings, pad), settings, progress, "RAG-Token")
-        }
-    with stages.stage("train Generator only"):
-        questions = g_tok([q.question for q in kb.train])["input_ids"]
-        results["models"]["baseline"] = {
-            "loss_curve": _fit(baseline, _baseline_batches(questions, baseline_labels, settings, pad), settings, progress, "Generator only")
-        }
+    questions = g_tok([q.question for q in kb.train])["input_ids"]
+    jobs = {
+        "rag_token": (model, _rag_batches(contexts, train_labels, settings, pad)),
+        "baseline": (baseline, _baseline_batches(questions, baseline_labels, settings, pad)),
+    }
+    side_by_side = settings.workers > 1
+    stage = f"train {len(jobs)} models ({'side by side' if side_by_side else 'one after the other'})"
+    with stages.stage(stage):
+        for name, (curve, seconds) in _train_all(jobs, settings, progress, side_by_side).items():
+            results["models"][name] = {"loss_curve": curve, "train_seconds": seconds}
 
     # === Evaluation, recall@k, hot swap ===
     answers = [kb.answer_in(kb.regions, q) for q in kb.heldout]
@@ -173,7 +178,12 @@ class TFPassageTextEncoder:
 
 # === Retrieval ===
 def _encode(model, q_tok, questions: list[Question], batch_size: int = 256):
-    """Question ids (numpy, per batch) and the model's own question vectors (mean-pooled MiniLM), per batch."""
+    """Question ids (numpy, per batch) and the model's own question vectors (mean-pooled MiniLM), per batch.
+
+    Eager calls of `encode_question`, as `generate` makes them. A `tf.function` of it is ~10% faster
+    but rounds differently (by ~1e-7), and training from scratch is sensitive enough to that to
+    end elsewhere (on 2 cores: 85.2% held-out exact match instead of 92.6%, the same seed).
+    """
     ids, vectors = [], []
     for start in range(0, len(questions), batch_size):
         batch = q_tok([q.question for q in questions[start : start + batch_size]], padding=True, return_tensors="np")
@@ -197,36 +207,31 @@ def _retrieve(encoded, retriever, n_docs: int) -> dict:
 
 # === Training ===
 def _rag_batches(contexts: dict, train_labels: list, settings: Settings, pad: int):
-    """The same batches as the PyTorch run, as fixed-width arrays (one graph for all steps)."""
+    """The same batches as the PyTorch run, each padded to its own longest row (as in PyTorch)."""
     n_docs = settings.train_n_docs
     rows, scores = contexts["context_rows"], contexts["doc_scores"]
-    width = max(len(r) for r in rows)
-    label_width = max(len(r) for r in train_labels)
     for idx in batches(len(rows) // n_docs, settings.batch_size, settings.train_steps, settings.seed):
         flat = (idx[:, None] * n_docs + np.arange(n_docs)).reshape(-1)
-        context = _pad_to([rows[i] for i in flat], pad, width)
+        context = _pad([rows[i] for i in flat], pad)
         yield {
             "context_input_ids": context,
             "context_attention_mask": (context != pad).astype(np.int32),
             "doc_scores": scores[idx],
-            "labels": _pad_to([train_labels[i] for i in idx], pad, label_width),
+            "labels": _pad([train_labels[i] for i in idx], pad),
         }
 
 
 def _baseline_batches(questions: list, train_labels: list, settings: Settings, pad: int):
-    """Question -> answer: `labels` are the decoder input (from <s>), as for the RAG models."""
-    width = max(len(r) for r in questions)
-    label_width = max(len(r) for r in train_labels)
+    """Question -> answer: `labels` (<s> answer </s>) are the decoder input, as for the RAG models."""
     steps = settings.baseline_steps if settings.baseline_steps is not None else settings.train_steps
     for idx in batches(len(questions), settings.batch_size, steps, settings.seed):
-        input_ids = _pad_to([questions[i] for i in idx], pad, width)
-        labels = _pad_to([train_labels[i] for i in idx], pad, label_width)
+        input_ids = _pad([questions[i] for i in idx], pad)
+        labels = _pad([train_labels[i] for i in idx], pad)
         yield {"input_ids": input_ids, "attention_mask": (input_ids != pad).astype(np.int32), "labels": labels}
 
 
-def _pad_to(rows: list, pad_id: int, width: int) -> np.ndarray:
-    out = pad_rows(rows, pad_id)
-    return np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=pad_id).astype(np.int32)
+def _pad(rows: list, pad_id: int) -> np.ndarray:
+    return pad_rows(rows, pad_id).astype(np.int32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -279,9 +284,30 @@ def GeneratorOnly(generator, label_smoothing: float = 0.0, **kwargs):
     return _generator_only_class()(generator, label_smoothing=label_smoothing, **kwargs)
 
 
-def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> list[float]:
+def _train_all(jobs: dict, settings: Settings, progress: bool, side_by_side: bool) -> dict:
+    """`{name: (loss curve, seconds)}`: each job's `_fit`, both at once in two threads when
+    `side_by_side` (as the PyTorch run trains its models in parallel processes: one small model's
+    steps do not keep two cores busy, and TensorFlow runs graphs without holding the GIL)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def train(position: int, name: str):
+        model, batch_iter = jobs[name]
+        start = time.perf_counter()
+        curve = _fit(model, batch_iter, settings, progress, MODEL_LABELS[name], position)
+        return curve, time.perf_counter() - start
+
+    if not side_by_side:
+        return {name: train(0, name) for name in jobs}
+    with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="fit") as pool:
+        futures = {name: pool.submit(train, position, name) for position, name in enumerate(jobs)}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _fit(model, batch_iter, settings: Settings, progress: bool, label: str, position: int = 0) -> list[float]:
     """`model.fit` on a `tf.data.Dataset` of whole batches, one Keras epoch per step so that the
-    logged loss is the step's own (Keras averages over an epoch)."""
+    logged loss is the step's own (Keras averages over an epoch). The batch size is static, the
+    widths are not: one graph serves every step, each batch padded to its own longest row."""
     import keras
     import tensorflow as tf
     from tqdm.auto import tqdm
@@ -289,9 +315,14 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
     batches_list = list(batch_iter)
     steps = len(batches_list)
     first = batches_list[0]
+
+    def spec(name, value):
+        # token arrays: (batch, any width); doc_scores keep their static (batch, n_docs)
+        shape = value.shape if name == "doc_scores" else value.shape[:1] + (None,) * (value.ndim - 1)
+        return tf.TensorSpec(shape, tf.as_dtype(value.dtype))
+
     dataset = tf.data.Dataset.from_generator(
-        lambda: iter(batches_list),
-        output_signature={k: tf.TensorSpec(v.shape, tf.as_dtype(v.dtype)) for k, v in first.items()},
+        lambda: iter(batches_list), output_signature={k: spec(k, v) for k, v in first.items()}
     )
 
     class Schedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -311,7 +342,7 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
         assert abs(float(Schedule()(tf.constant(probe))) - learning_rate(probe, settings, steps)) < 1e-6
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=Schedule(), weight_decay=0.01, global_clipnorm=1.0))
     curve: list[float] = []
-    bar = tqdm(total=steps, desc=f"fit {label}", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=f"fit {label:<14}", unit="step", disable=not progress, dynamic_ncols=True, position=position)
 
     class Record(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -320,7 +351,7 @@ def _fit(model, batch_iter, settings: Settings, progress: bool, label: str) -> l
             if epoch % 25 == 0:
                 bar.set_postfix(loss=f"{np.mean(curve[-25:]):.3f}")
 
-    model.fit(dataset.repeat(), epochs=steps, steps_per_epoch=1, verbose=0, callbacks=[Record()])
+    model.fit(dataset.repeat(), epochs=steps, steps_per_epoch=1, shuffle=False, verbose=0, callbacks=[Record()])
     bar.close()
     return curve
 
@@ -339,7 +370,7 @@ def _predict_rag(model, q_tok, g_tok, questions: list[Question], settings: Setti
             max_new_tokens=settings.max_answer_tokens,
             n_docs=settings.n_docs,
             output_provenance=True,
-            jit_compile=True,
+            jit_compile=JIT_DECODE,
         )
         predictions += g_tok.batch_decode(np.asarray(out.sequences), skip_special_tokens=True)
         top_ids += np.asarray(out.doc_ids)[:, 0].tolist()
@@ -355,7 +386,7 @@ def _predict_baseline(generator, g_tok, questions: list[Question], settings: Set
     generation_config = GenerationConfig.from_model_config(generator.config)
     generation_config.update(num_beams=1, max_new_tokens=settings.max_answer_tokens)
     options = decoding.DecodingOptions.from_generation_config(generation_config, generator.config)
-    decode = generation_utils.make_decode_function(generator, options, rows_per_hypothesis=1, marginalize=False, jit_compile=True)
+    decode = generation_utils.make_decode_function(generator, options, rows_per_hypothesis=1, marginalize=False, jit_compile=JIT_DECODE)
     predictions = []
     for start in range(0, len(questions), settings.eval_batch_size):
         chunk = [q.question for q in questions[start : start + settings.eval_batch_size]]
