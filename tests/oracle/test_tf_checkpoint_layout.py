@@ -4,7 +4,6 @@ the weight table against the original RAG classes in both frameworks, and the pa
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from safetensors.numpy import load_file
 

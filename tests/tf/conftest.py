@@ -24,3 +24,18 @@ def bart_contexts(bart_tokenizer):
 @pytest.fixture(scope="session")
 def bart_labels(bart_tokenizer):
     return support.make_labels(bart_tokenizer, ["Berlin", "the capital of France is Paris"])
+
+
+@pytest.fixture(scope="module")
+def data(question_encoder_tokenizer, bart_tokenizer):
+    """Four questions of the tiny index with their answers as labels (int32, as Keras feeds them)."""
+    import numpy as np
+
+    from tests.harness.retrieval import QUESTIONS
+
+    q = question_encoder_tokenizer(QUESTIONS, padding=True, return_tensors="np")
+    return {
+        "input_ids": q["input_ids"].astype(np.int32),
+        "attention_mask": q["attention_mask"].astype(np.int32),
+        "labels": support.make_labels(bart_tokenizer, ["Moses", "Berlin", "William Shakespeare", "Africa"]),
+    }

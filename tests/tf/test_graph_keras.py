@@ -7,38 +7,12 @@ import tensorflow as tf
 
 from rag_core.arguments import INVALID_DOC_SCORE
 from rag_core.outputs import RetrievAugLMMarginOutput
-from tests.harness.retrieval import QUESTIONS
 from tests.tf import support
-
-ANSWERS = ["Moses", "Berlin", "William Shakespeare", "Africa"]
-
-
-@pytest.fixture(scope="module")
-def data(question_encoder_tokenizer, bart_tokenizer):
-    q = question_encoder_tokenizer(QUESTIONS, padding=True, return_tensors="np")
-    return {
-        "input_ids": q["input_ids"].astype(np.int32),
-        "attention_mask": q["attention_mask"].astype(np.int32),
-        "labels": support.make_labels(bart_tokenizer, ANSWERS),
-    }
-
-
-class HoleyRetriever:
-    """Wraps a retriever; its last slot comes back empty (doc id -1), as faiss does when short of hits."""
-
-    def __init__(self, retriever):
-        self.retriever, self.index = retriever, retriever.index
-
-    def __call__(self, *args, **kwargs):
-        out = dict(self.retriever(*args, **kwargs))
-        out["doc_ids"] = out["doc_ids"].copy()
-        out["doc_ids"][:, -1] = -1
-        return out
 
 
 def test_call_with_retrieval_inside_tf_function(tiny_retriever, data):
     retriever = tiny_retriever("bart")
-    model = support.build_ours(support.make_config(), "sequence", retriever=HoleyRetriever(retriever))
+    model = support.build_ours(support.make_config(), "sequence", retriever=support.EmptySlots(retriever, slots=1))
 
     @tf.function
     def forward(input_ids, attention_mask, labels):

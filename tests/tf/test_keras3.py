@@ -7,35 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.harness.retrieval import QUESTIONS
 from tests.tf import support
 
-ANSWERS = ["Moses", "Berlin", "William Shakespeare", "Africa"]
 # largest |logit| difference to float32 allowed per policy (logits of the tiny sharpened model reach ~10)
 POLICY_ATOL = {"mixed_bfloat16": 0.5, "mixed_float16": 0.05}
-
-
-@pytest.fixture(scope="module")
-def data(question_encoder_tokenizer, bart_tokenizer):
-    q = question_encoder_tokenizer(QUESTIONS, padding=True, return_tensors="np")
-    return {
-        "input_ids": q["input_ids"].astype(np.int32),
-        "attention_mask": q["attention_mask"].astype(np.int32),
-        "labels": support.make_labels(bart_tokenizer, ANSWERS),
-    }
-
-
-class EmptySlots:
-    """A retriever whose last two slots come back empty (doc id -1), as faiss does when short of hits."""
-
-    def __init__(self, retriever):
-        self.retriever, self.index = retriever, retriever.index
-
-    def __call__(self, *args, **kwargs):
-        out = dict(self.retriever(*args, **kwargs))
-        out["doc_ids"] = out["doc_ids"].copy()
-        out["doc_ids"][:, 1:] = -1
-        return out
 
 
 def test_model_checkpoint_weights_h5_and_early_stopping(tiny_retriever, data, tmp_path):
@@ -59,11 +34,12 @@ def test_model_checkpoint_weights_h5_and_early_stopping(tiny_retriever, data, tm
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_forward_loss_generate_and_fit(policy, tiny_retriever, data):
-    reference = support.build_ours(support.make_config(), "token", retriever=EmptySlots(tiny_retriever("bart")))
+    holey = support.EmptySlots(tiny_retriever("bart"), slots=2)
+    reference = support.build_ours(support.make_config(), "token", retriever=holey)
     want = reference(**data, output_retrieved=True)
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = support.build_ours(support.make_config(), "token", retriever=EmptySlots(tiny_retriever("bart")))
+        model = support.build_ours(support.make_config(), "token", retriever=holey)
         model.load_pt_weights(reference.pt_weights())
         got = model(**data, output_retrieved=True)
         assert np.all(got.retrieved_doc_ids.numpy()[:, 1:] == -1)
