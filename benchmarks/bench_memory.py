@@ -32,7 +32,7 @@ QUICK_N_PASSAGES = 20_000
 KINDS = ("flat", "hnsw", "hnsw_sq8", "ivfpq")  # when the builder does not list them
 BATCH, N_DOCS = 8, 5
 SERVE_BATCHES = 50  # 400 questions per kind: steady state, every code path touched
-COMPRESSION_TARGET = 8.0  # issue 8: a compressed kind at <= 1/8 of flat's memory
+COMPRESSION_TARGET = 8.0  # target: a compressed kind at <= 1/8 of flat's memory
 
 
 # === Building (the library's builder, cached) ===

@@ -1,13 +1,13 @@
 """PyTorch models benchmark: ours (`rag_pt`) vs transformers' RAG on the same weights, inputs and index.
 
-Sizes (issue 3): batch 8, n_docs 5, a BART generator with d_model 256 and 2+2 layers, a
+Sizes: batch 8, n_docs 5, a BART generator with d_model 256 and 2+2 layers, a
 30,522-token vocabulary (the MiniLM WordPiece vocabulary serves as both tokenizers), 20,000
 passages of 60-100 words in a flat inner-product index, 20 generated tokens, a DPR question
 encoder of the same width. Both sides use their own retriever on the same `custom` index files
 (ours: rag_core.RagRetriever; theirs: transformers.RagRetriever), with `max_combined_length` at
 its default (300): the original pads every context to it, ours to the longest context.
 
-Cases (ratio = original seconds / ours; targets from the issue):
+Cases (ratio = original seconds / ours; targets):
   train step RAG-Token / RAG-Sequence: forward + backward with retrieval        >= 1.5x
   RAG-Token generate, greedy and beam 4 (20 new tokens)                         >= 2x
   RAG-Sequence generate, beam 4 (thorough decoding, 20 new tokens)              >= 4x

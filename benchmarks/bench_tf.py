@@ -7,7 +7,7 @@ makes `tf.keras` tf-keras for transformers' classes, while `rag_tf` imports Kera
 The original is loaded from the `tf_model.h5` that ours writes with `save_pretrained(...,
 save_format="h5")`, so both hold the same weights.
 
-Sizes (issue 4): batch 8, n_docs 5, BART d_model 256 and 2+2 layers, DPR question encoder of the same
+Sizes: batch 8, n_docs 5, BART d_model 256 and 2+2 layers, DPR question encoder of the same
 width, a 30,522-token vocabulary, 20,000 passages in a flat inner-product index, 20 generated tokens
 (min_length = max_length, so both sides do the same number of steps), float32 on CPU. Each side uses
 its own retriever on the same `custom` index files: ours (rag_core.RagRetriever) pads contexts to the
@@ -33,7 +33,7 @@ the original 1 (its first call, also the check that both decode the same ids); t
 the same fresh batches, median of up to 5 calls (at least 2; fewer when a case exceeds its budget).
 Ratio = original seconds / ours.
 
-Cases (targets from the issue, at both context lengths):
+Cases (targets, at both context lengths):
   call RAG-Token (forward, retrieval, labels; ours: default eager call)     >= 1.5x
   RAG-Token generate greedy                                                >= 5x
   RAG-Sequence generate greedy (thorough rescoring)                        >= 10x

@@ -20,7 +20,7 @@ TITLES = {  # by job label
     "tf base-size": "TensorFlow models, base size (d_model 768, 6+6 layers)",
     "memory": "Memory: peak RSS of a process that loads an index of each kind and serves queries",
 }
-# Every target of issue 7, as (job label, case-name prefix, target): the Targets table lists each
+# Every benchmark target, as (job label, case-name prefix, target): the Targets table lists each
 # one, measured or not, so that a case that did not run shows as "not measured", not as nothing.
 EXPECTED_TARGETS = [
     ("retriever", "retriever __call__", 5.0),

@@ -47,7 +47,7 @@ SUITES = {
     "tf": "benchmarks.bench_tf",
     "memory": "benchmarks.bench_memory",
 }
-# The issue's sizes (issue 7): batch 8, n_docs 5, 20,000 passages, BART d_model 256 with 2+2
+# The issue's sizes: batch 8, n_docs 5, 20,000 passages, BART d_model 256 with 2+2
 # layers, 20 generated tokens; plus one "base-size" BART (d_model 768, 6+6 layers).
 BASE = {"d_model": 768, "layers": 6}
 BASE_REPEATS, BASE_BUDGET_S = 2, 30.0
@@ -92,8 +92,8 @@ def plan_jobs(only: list[str], device: str, precisions: list[str], quick: bool, 
         by_label = {}
         for suite in only:
             if suite == "retriever":
-                # Two processes: the __call__ comparison (issue 7's case) survives a cut of the long
-                # 200,000-vector index-kind builds (issue 8's information).
+                # Two processes: the __call__ comparison survives a cut of the long
+                # 200,000-vector index-kind builds (information only).
                 by_label["retriever"] = {"suite": suite, "size": None, "kwargs": {"quick": quick, "part": "call"}}
                 by_label["retriever index kinds"] = {"suite": suite, "size": None,
                                                      "kwargs": {"quick": quick, "part": "kinds"}}
@@ -226,7 +226,7 @@ def adapt_retriever(result: dict) -> dict:
                          f"{r.get('memory_bytes', 0) / 2**20:,.1f} MiB", f"{r.get('memory_vs_flat', 0):.3f}",
                          ", ".join(f"{a} {b}" for a, b in (r.get("search") or {}).items())])
             if kind in ("hnsw_sq8", "ivfpq") and recall is not None and "memory_vs_flat" in r:
-                # issue 8: a compressed kind with recall@5 >= 0.95 at <= 1/8 of flat's memory and >= 10x its queries/s
+                # target: a compressed kind with recall@5 >= 0.95 at <= 1/8 of flat's memory and >= 10x its queries/s
                 ok = recall >= 0.95 and r["memory_vs_flat"] <= 1 / 8 and r.get("speed_vs_flat", 0) >= 10
                 rows[-1].append("met" if ok else "**missed**")
             else:

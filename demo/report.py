@@ -9,7 +9,7 @@ import numpy as np
 
 LABELS = {"rag_token": "RAG-Token", "rag_sequence": "RAG-Sequence", "baseline": "Generator only (no retrieval)"}
 
-# The issue's targets (issue 6), checked on every full run.
+# The issue's targets, checked on every full run.
 TARGETS = {
     "rag_token_em": 0.85,  # held-out exact match of RAG-Token, at least
     "baseline_em": 0.10,  # of the generator-only baseline, at most
@@ -84,7 +84,7 @@ def format_table(results: dict) -> str:
     checks = check_targets(results)
     if checks:
         out.append("-" * 100)
-        out.append("targets (issue 6)")
+        out.append("targets")
         for line, ok in checks:
             out.append(f"  [{'PASS' if ok else 'MISS'}] {line}")
     out.append("=" * 100)
@@ -105,7 +105,7 @@ def check_targets(results: dict) -> list[tuple[str, bool]]:
         checks.append((f"hot swap: {_pct(share).strip()} of RAG-Token answers follow the new index (>= {TARGETS['hot_swap']:.0%})", share >= TARGETS["hot_swap"]))
     if not results.get("quick") and "total_seconds" in results:
         total = results["total_seconds"]
-        # the TF run may take 1.5x the PyTorch budget (issue 6)
+        # the TF run may take 1.5x the PyTorch budget
         limit = TARGETS["pt_seconds"] * (1.0 if results.get("framework") == "pt" else 1.5)
         checks.append((f"run time {total:.0f} s <= {limit:.0f} s (2 cores)", total <= limit))
     return checks

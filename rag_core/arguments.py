@@ -114,7 +114,7 @@ def resolve_bos_token_id(config: Any) -> Optional[int]:
     return bos
 
 
-# === Shared by rag_pt / rag_tf models (added for the PyTorch models, issue 3) ===
+# === Shared by rag_pt / rag_tf models ===
 RESCORE_MODES = ("thorough", "fast")
 
 

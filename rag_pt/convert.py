@@ -1,7 +1,7 @@
 """`RagPreTrainedModel.from_pretrained(path, from_tf=True)`: load a TensorFlow RAG checkpoint.
 
 transformers' own `from_tf=True` builds transformers' TF RAG class to read the weights, which is
-both the original RAG (never called by this library) and broken for RAG (DESIGN.md defect 8). We
+both the original RAG (never called by this library) and unable to load RAG checkpoints. We
 convert instead: `rag_core.convert` maps `tf_model.h5` through the explicit weight table into a
 temporary `model.safetensors` (numpy only, no TensorFlow needed), and the regular loader reads it,
 with its usual report of missing and unexpected weights.

@@ -103,7 +103,7 @@ class RagPreTrainedModel(PreTrainedModel):
         - Loading a RAG-Token checkpoint into `RagSequenceForGeneration` (or the reverse) warns: the
           weights fit, but the model was trained for the other marginalisation.
         """
-        if kwargs.pop("from_tf", False):  # weight conversion (issue 5): convert tf_model.h5 through the table, then load
+        if kwargs.pop("from_tf", False):  # convert tf_model.h5 through the table, then load
             from .convert import from_tf_checkpoint
 
             return from_tf_checkpoint(cls.from_pretrained, pretrained_model_name_or_path, *model_args, **kwargs)

@@ -1,11 +1,11 @@
-"""Greedy and beam-search decoding for TF RAG: fixed-shape `tf.while_loop`s that compile with XLA.
+"""Greedy, sampling and beam-search decoding for TF RAG: fixed-shape `tf.while_loop`s that compile with XLA.
 
-Framework-specific, TF-only file (no `rag_pt` twin on purpose: PyTorch decodes with transformers'
-`GenerationMixin`, which `rag_pt.RagTokenForGeneration.generate` calls). transformers 5 has no
-TensorFlow decoding, and transformers 4's returned other RAG-Token beam-search ids than its
-PyTorch one. The loops below follow transformers' PyTorch `_sample` (greedy) and `_beam_search` step for step (same
-candidate count, same finished-beam bookkeeping, same early-stopping heuristic, same processor
-order), which is what makes our TF and PyTorch ids identical.
+Why this file has no `rag_pt` twin: it is framework-specific on purpose. PyTorch decodes with
+transformers' `GenerationMixin`, which `rag_pt.RagTokenForGeneration.generate` calls; transformers 5
+has no TensorFlow decoding, and transformers 4's returned other RAG-Token beam-search ids than its
+PyTorch one. The loops below follow transformers' PyTorch `_sample` (greedy) and `_beam_search`
+step for step (same candidate count, same finished-beam bookkeeping, same early-stopping heuristic,
+same processor order), which is what makes our TF and PyTorch ids identical.
 
 Shapes are fixed for the whole loop: sequences live in a `(hypotheses, max_length)` buffer and the
 generator's static cache holds `max_length - 1` self-attention slots, written in place one per step

@@ -1,4 +1,4 @@
-"""RAG losses as tensor functions (the maths of DESIGN.md; a numpy twin lives in the tests).
+"""RAG losses as tensor functions (a numpy twin of the same maths lives in the tests).
 
 Shapes: B batch, N passages, T target length, V vocabulary. `seq_logits` are the generator's
 `(B*N, T, V)` logits, `doc_scores` `(B, N)`, `target` `(B, T)` the labels shifted left by one
@@ -101,7 +101,7 @@ def token_nll(
 ) -> tf.Tensor:
     """RAG-Token NLL: `-sum_t log sum_n p(z_n|x) p(y_t|x,z_n,y_<t)`, `(B,)` or `()`.
 
-    Unlike transformers' TF RAG-Token (defect 6), `reduce_loss` and `epsilon` (label smoothing) are
+    Unlike transformers 4.x's TF RAG-Token, `reduce_loss` and `epsilon` (label smoothing) are
     honoured and the loss is per example unless reduced.
     """
     ll_w, smooth_w = _token_weights(target, pad_token_id, bos_token_id, exclude_bos_score)

@@ -1,4 +1,4 @@
-"""Package boundaries (DESIGN.md): rag_core needs neither framework, rag_pt no TF, rag_tf no torch.
+"""Package boundaries: rag_core needs neither framework, rag_pt no TF, rag_tf no torch.
 
 transformers 4.57 imports torch eagerly at `import transformers` whenever torch is installed, so
 "torch is absent from sys.modules" cannot hold for anything that uses transformers' tokenizers or

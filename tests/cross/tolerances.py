@@ -25,7 +25,7 @@ class Tolerance:
 
 _FLOAT32 = (
     "float32 on CPU: the same maths in a different kernel order (oneDNN matmuls in TF, MKL/ATen in "
-    "PyTorch) differs by a few ulps per op; DESIGN.md sets 1e-4 for the TensorFlow twin"
+    "PyTorch) differs by a few ulps per op; the project sets 1e-4 for the TensorFlow twin"
 )
 
 TOLERANCES = {
@@ -40,12 +40,12 @@ TOLERANCES = {
     # --- stand-alone question encoder (the packaged MiniLM, 6 layers, 384 dims, real weights) ---
     "minilm_hidden": Tolerance(1e-4, 0.0, _FLOAT32 + "; 6 real layers instead of 1 tiny one"),
     # --- generation: token ids must be identical ---
-    "generated_ids": Tolerance(0.0, 0.0, "DESIGN.md: greedy and beam outputs identical token for token; the "
+    "generated_ids": Tolerance(0.0, 0.0, "greedy and beam outputs identical token for token; the "
                                "sharpened tiny generators keep the top candidates far apart compared with float noise"),
     # --- structure: what exists in one framework only (tests/cross/test_api_mirror.py) ---
     "tf_only_modules": Tolerance(
         0.0, 0.0,
-        "RAG-Token decoding as a fixed-shape tf.while_loop so it compiles with XLA (issue 4); PyTorch "
+        "RAG-Token decoding as a fixed-shape tf.while_loop so it compiles with XLA; PyTorch "
         "decodes with transformers' GenerationMixin instead (rag_tf/__init__.py records the quirk)",
         divergence="rag_tf/decoding.py has no rag_pt twin; rag_tf/models holds rag_tf's own Keras 3 BART, T5, "
                    "BERT and DPR (rag_pt uses transformers' PyTorch ones)",
@@ -54,7 +54,7 @@ TOLERANCES = {
     "tf_only_members": Tolerance(
         0.0, 0.0,
         "Keras: fit/evaluate/predict call train_step/test_step/predict_step, compile and metrics are "
-        "Keras' training API (issue 4); build creates variables lazily; input_signature is "
+        "Keras' training API; build creates variables lazily; input_signature is "
         "the TF serving signature; ensure_built creates every variable before weights are assigned, and "
         "pt_weights / load_pt_weights are state_dict / load_state_dict under transformers' PyTorch names. "
         "PyTorch has no counterpart of any of them (torch modules own their parameters from __init__)",

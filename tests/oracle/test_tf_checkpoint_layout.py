@@ -17,7 +17,7 @@ from tests.harness.configs import tiny_rag_config
 
 @pytest.mark.parametrize("head,qe,gen", [c for c in CASES if c[2] == "bart"])
 def test_table_matches_the_original_rag_classes(tmp_path, head, qe, gen):
-    """transformers' RAG (PT and TF twins; its TF classes cannot hold T5, DESIGN.md defect 8)."""
+    """transformers' RAG (PT and TF twins; its TF classes cannot hold T5, a known defect of the original)."""
     import torch
     import transformers
 

@@ -1,7 +1,7 @@
 """Ours against transformers' TF RAG on the same weights (precomputed context, BART generator).
 
 Where the oracle is right: logits, doc scores and the RAG-Sequence loss within 1e-4, generated ids
-identical. Where it is wrong (DESIGN.md defect 6: its RAG-Token loss ignores `label_smoothing` and
+identical. Where it is wrong (a known defect of the original: its RAG-Token loss ignores `label_smoothing` and
 `reduce_loss`; it also returns one sequence per question whatever `num_return_sequences` says) the
 test checks ours against the numpy maths instead.
 """
@@ -29,7 +29,7 @@ def test_weight_names_and_forward_match_the_oracle(head, token_pair, sequence_pa
     np.testing.assert_allclose(got.doc_scores.numpy(), want.doc_scores.numpy(), atol=1e-6)
     if head == "sequence":
         np.testing.assert_allclose(got.loss.numpy(), want.loss.numpy(), rtol=1e-5, atol=1e-4)
-    else:  # the oracle always sums over the batch (defect 6): that is our reduce_loss=True
+    else:  # the oracle always sums over the batch: that is our reduce_loss=True
         assert got.loss.shape == (2,)
         np.testing.assert_allclose(tf.reduce_sum(got.loss).numpy(), want.loss.numpy(), rtol=1e-5, atol=1e-4)
 

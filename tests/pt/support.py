@@ -102,7 +102,7 @@ def numpy(x):
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-# === numpy references of the maths (DESIGN.md; the brief's "LOSS MATHS") ===
+# === numpy references of the maths ===
 def np_log_softmax(x, axis=-1):
     x = np.asarray(x, dtype=np.float64)
     m = x.max(axis=axis, keepdims=True)

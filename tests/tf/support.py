@@ -105,7 +105,7 @@ def make_labels(generator_tokenizer, answers, bos=True):
     return ids
 
 
-# === numpy references (DESIGN.md maths) ===
+# === numpy references of the maths ===
 def _log_softmax(x, axis):
     x = x - x.max(axis=axis, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))

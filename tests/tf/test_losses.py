@@ -1,4 +1,4 @@
-"""The TF loss functions against the numpy reference of DESIGN.md, every option, batch > 1."""
+"""The TF loss functions against the numpy reference of the maths, every option, batch > 1."""
 
 import numpy as np
 import pytest
