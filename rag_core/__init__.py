@@ -12,21 +12,31 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _LAZY = {
+    "RagError": "rag_core.errors",
+    "RagInputError": "rag_core.errors",
+    "RagConfigError": "rag_core.errors",
+    "RetrievalInputError": "rag_core.errors",
+    "ContextInputError": "rag_core.errors",
+    "UnknownIndexError": "rag_core.errors",
+    "UnsupportedModelError": "rag_core.errors",
+    "IndexNotFoundError": "rag_core.errors",
+    "IndexFormatError": "rag_core.errors",
+    "IndexNotInitializedError": "rag_core.errors",
+    "PassagesError": "rag_core.errors",
+    "OutputExistsError": "rag_core.errors",
+    "PickleNotAllowedError": "rag_core.errors",
+    "WeightConversionError": "rag_core.errors",
+    "SubModelWeightError": "rag_core.errors",
     "RagConfig": "rag_core.configuration_rag",
-    "RagConfigError": "rag_core.configuration_rag",
     "RagTokenizer": "rag_core.tokenization_rag",
     "RetrievAugLMOutput": "rag_core.outputs",
     "RetrievAugLMMarginOutput": "rag_core.outputs",
     "RetrievAugGenerateOutput": "rag_core.outputs",
-    "RagInputError": "rag_core.arguments",
     "RagRetriever": "rag_core.retrieval_rag",
     "Index": "rag_core.index",
     "CustomIndex": "rag_core.index",
     "CanonicalIndex": "rag_core.index",
     "LegacyIndex": "rag_core.index",
-    "RetrievalInputError": "rag_core.index",
-    "IndexNotFoundError": "rag_core.index",
-    "IndexFormatError": "rag_core.index",
     "contexts_from_passages": "rag_core.contexts",
     "invalid_doc_mask": "rag_core.contexts",
 }
@@ -48,10 +58,12 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .arguments import RagInputError
-    from .configuration_rag import RagConfig, RagConfigError
+    from .errors import (
+        ContextInputError, IndexFormatError, IndexNotFoundError, IndexNotInitializedError, OutputExistsError, PassagesError, PickleNotAllowedError, RagConfigError, RagError, RagInputError, RetrievalInputError, SubModelWeightError, UnknownIndexError, UnsupportedModelError, WeightConversionError,
+    )
+    from .configuration_rag import RagConfig
     from .contexts import contexts_from_passages, invalid_doc_mask
-    from .index import CanonicalIndex, CustomIndex, Index, IndexFormatError, IndexNotFoundError, LegacyIndex, RetrievalInputError
+    from .index import CanonicalIndex, CustomIndex, Index, LegacyIndex
     from .outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput, RetrievAugLMOutput
     from .retrieval_rag import RagRetriever
     from .tokenization_rag import RagTokenizer

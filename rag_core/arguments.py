@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-
-class RagInputError(ValueError):
-    """Bad input to a RAG model; the message names the argument and what was expected."""
+from .errors import RagInputError  # noqa: F401 (re-exported)
 
 
 def resolve(value: Any, default: Any) -> Any:

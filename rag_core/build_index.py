@@ -53,13 +53,10 @@ import numpy as np
 from .index.passages import STORED_IDS_COLUMN
 from .index.custom import INCOMPLETE_MARKER, INDEX_FILE, LAYOUT_VERSION, MANIFEST, PASSAGES_DIR
 from .index.storage import OutputExistsError, atomic_directory, check_output
+from .errors import PassagesError  # noqa: F401 (re-exported)
 
 INDEX_KINDS = ("flat", "hnsw", "hnsw_sq8", "ivfpq")
 POOLINGS = ("cls", "mean", "pooler")
-
-
-class PassagesError(ValueError):
-    """The passages input is unusable (format, columns, empty); the message says where."""
 
 
 # === Reading ===

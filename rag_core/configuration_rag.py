@@ -21,12 +21,10 @@ from typing import Any, Optional
 
 from transformers import AutoConfig, PretrainedConfig
 
+from .errors import RagConfigError  # noqa: F401 (re-exported)
+
 INDEX_NAMES = ("exact", "compressed", "custom", "legacy")
 QUESTION_POOLINGS = (None, "dpr", "cls", "mean", "pooler")
-
-
-class RagConfigError(ValueError):
-    """An invalid `RagConfig` value; the message names the field."""
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:

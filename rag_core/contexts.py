@@ -38,6 +38,7 @@ import numpy as np
 
 from . import compat
 from .arguments import RagInputError
+from .errors import ContextInputError  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ _PROBES = (
     ("\"Zürich\" / Zürich is a city; it's naïve to ask 1599-1601.", " // who wrote hamlet"),
     ("summarize: Berlin / Berlin is large", " // "),
 )
-
-
-class ContextInputError(RagInputError):
-    """Bad passages, scores or question ids given to the context builder."""
 
 
 # === The original string format (the reference, and the fallback) ===

@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .errors import WeightConversionError  # noqa: F401 (re-exported)
+
 # === Transforms ===
 # PyTorch `nn.Linear.weight` is (out, in); a Keras `Dense.kernel` is (in, out).
 IDENTITY = "identity"
@@ -50,10 +52,6 @@ FIXED = "fixed"  # <name>, whatever the model and its prefix
 
 # PyTorch buffers that some checkpoints carry and no TF model holds: recomputed, never converted.
 IGNORED_PT_BUFFERS = (re.compile(r"(^|\.)embeddings\.position_ids$"),)
-
-
-class WeightConversionError(ValueError):
-    """A checkpoint that cannot be converted; the message names the weights and what was expected."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,12 +30,9 @@ from .canonical import CanonicalIndex
 from .custom import CustomIndex
 from .legacy import LegacyIndex, PickleNotAllowedError
 from .passages import PassageStore
+from ..errors import UnknownIndexError  # noqa: F401 (re-exported)
 
 INDEX_KINDS = {"custom": CustomIndex, "exact": CanonicalIndex, "compressed": CanonicalIndex, "legacy": LegacyIndex}
-
-
-class UnknownIndexError(ValueError):
-    """`index_name` names no index kind."""
 
 
 def index_from_config(config, dataset_path: Optional[str] = None, allow_pickle: bool = False) -> Index:

@@ -19,26 +19,10 @@ from typing import Any, Optional
 import numpy as np
 
 from ..arguments import RagInputError
+from ..errors import IndexFormatError, IndexNotFoundError, IndexNotInitializedError, RetrievalInputError  # noqa: F401 (re-exported)
 
 DEFAULT_HNSW_EF_SEARCH = 128  # faiss' own default (16) costs accuracy; DPR and wiki_dpr use 128
 DEFAULT_IVF_NPROBE = 64  # wiki_dpr's compressed index uses 64
-
-
-# === Errors ===
-class RetrievalInputError(RagInputError):
-    """Bad input to a retriever or index call (question vectors, n_docs, passages)."""
-
-
-class IndexNotFoundError(FileNotFoundError):
-    """A file an index needs is missing; the message names the file and where it was looked for."""
-
-
-class IndexFormatError(ValueError):
-    """An index or passage file exists but cannot be used (corrupt, wrong columns, wrong sizes)."""
-
-
-class IndexNotInitializedError(RuntimeError):
-    """The index was built with `init_retrieval=False` and has not been loaded yet."""
 
 
 # === Input checks ===

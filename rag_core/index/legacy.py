@@ -26,6 +26,7 @@ import numpy as np
 
 from .base import DenseIndex, IndexFormatError, IndexNotFoundError, RetrievalInputError, read_faiss_index
 from .passages import PassageStore
+from ..errors import PickleNotAllowedError  # noqa: F401 (re-exported)
 
 INDEX_FILENAME = "hf_bert_base.hnswSQ8_correct_phi_128.c_index"
 INDEX_FILE = INDEX_FILENAME + ".index.dpr"
@@ -33,10 +34,6 @@ META_NPY = INDEX_FILENAME + ".index_meta.npy"
 META_PICKLE = INDEX_FILENAME + ".index_meta.dpr"
 PASSAGES_TSV = "psgs_w100.tsv"
 PASSAGES_PICKLE = "psgs_w100.tsv.pkl"
-
-
-class PickleNotAllowedError(ValueError):
-    """Only pickled files were found and `allow_pickle=True` was not given."""
 
 
 def _load_pickle(path: str):

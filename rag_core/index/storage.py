@@ -13,9 +13,7 @@ import shutil
 import tempfile
 import uuid
 
-
-class OutputExistsError(FileExistsError):
-    """The output already exists and `overwrite` was not given."""
+from ..errors import OutputExistsError  # noqa: F401 (re-exported)
 
 
 def check_output(path: str, overwrite: bool) -> None:

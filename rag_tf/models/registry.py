@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from rag_core.errors import UnsupportedModelError  # noqa: F401 (re-exported)
+
 # model_type -> (module, class); modules are imported on first use
 QUESTION_ENCODERS = {
     "dpr": ("rag_tf.models.bert", "TFDPRQuestionEncoder"),
@@ -24,10 +26,6 @@ GENERATORS = {
     "bart": ("rag_tf.models.bart", "TFBartForConditionalGeneration"),
     "t5": ("rag_tf.models.t5", "TFT5ForConditionalGeneration"),
 }
-
-
-class UnsupportedModelError(ValueError):
-    """A sub-configuration whose `model_type` rag_tf does not implement."""
 
 
 def _model_class(table: dict, config: Any, role: str):

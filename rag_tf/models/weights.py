@@ -14,12 +14,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from rag_core.errors import SubModelWeightError  # noqa: F401 (re-exported)
+
 IDENTITY = "identity"
 TRANSPOSE = "transpose"
-
-
-class SubModelWeightError(ValueError):
-    """Weights that do not fit a sub-model: missing, unexpected, or of the wrong shape (named)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""Every exception the library raises on purpose, in one place, importable from `rag_core`.
+
+Each class subclasses the built-in exception a caller would already catch for that kind of problem
+(`ValueError` for bad values, `FileNotFoundError` for a missing file, ...) and `RagError`, so
+`except rag_core.RagError` catches everything raised here and nothing else. Messages name the
+argument or file at fault, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every exception the library raises on purpose."""
+
+
+# === Values and arguments ===
+class RagInputError(RagError, ValueError):
+    """Bad input to a RAG model; the message names the argument and what was expected."""
+
+
+class RagConfigError(RagError, ValueError):
+    """An invalid `RagConfig` value; the message names the field."""
+
+
+class RetrievalInputError(RagInputError):
+    """Bad input to a retriever or index call (question vectors, n_docs, passages)."""
+
+
+class ContextInputError(RagInputError):
+    """Bad passages, scores or question ids given to the context builder."""
+
+
+class UnknownIndexError(RagError, ValueError):
+    """`index_name` names no index kind."""
+
+
+class UnsupportedModelError(RagError, ValueError):
+    """A sub-configuration whose `model_type` the framework package does not implement."""
+
+
+# === Files ===
+class IndexNotFoundError(RagError, FileNotFoundError):
+    """A file an index needs is missing; the message names the file and where it was looked for."""
+
+
+class IndexFormatError(RagError, ValueError):
+    """An index or passage file exists but cannot be used (corrupt, wrong columns, wrong sizes)."""
+
+
+class IndexNotInitializedError(RagError, RuntimeError):
+    """The index was built with `init_retrieval=False` and has not been loaded yet."""
+
+
+class PassagesError(RagError, ValueError):
+    """The passages input is unusable (format, columns, empty); the message says where."""
+
+
+class OutputExistsError(RagError, FileExistsError):
+    """The output already exists and `overwrite` was not given."""
+
+
+class PickleNotAllowedError(RagError, ValueError):
+    """Only pickled files were found and `allow_pickle=True` was not given."""
+
+
+class WeightConversionError(RagError, ValueError):
+    """A checkpoint that cannot be converted; the message names the weights and what was expected."""
+
+
+class SubModelWeightError(RagError, ValueError):
+    """Weights that do not fit a sub-model: missing, unexpected, or of the wrong shape (named)."""
+
+
+__all__ = [name for name, value in dict(globals()).items() if isinstance(value, type) and issubclass(value, RagError)]
