@@ -65,12 +65,18 @@ def score_documents(question_vectors: Tensor, doc_embeds: Tensor, doc_ids: Optio
     """`doc_scores[b, n] = <question b, passage n>`, `(B, N)`; empty slots (id < 0) get `INVALID_DOC_SCORE`.
 
     The empty-slot score is finite, so the softmax over passages gives them zero probability
-    without NaNs, even in a row where every slot is empty.
+    without NaNs, even in a row where every slot is empty. In float16, whose range ends at -65504,
+    the score is the dtype's own minimum instead (`empty_slot_score`).
     """
     scores = torch.bmm(question_vectors.unsqueeze(1), doc_embeds.to(question_vectors.dtype).transpose(1, 2)).squeeze(1)
     if doc_ids is not None:
-        scores = scores.masked_fill(doc_ids < 0, INVALID_DOC_SCORE)
+        scores = scores.masked_fill(doc_ids < 0, empty_slot_score(scores.dtype))
     return scores
+
+
+def empty_slot_score(dtype: torch.dtype) -> float:
+    """`INVALID_DOC_SCORE`, or the most negative finite value of `dtype` where that is larger."""
+    return max(INVALID_DOC_SCORE, torch.finfo(dtype).min)
 
 
 def passage_titles(retriever: Any, doc_ids: Optional[Tensor]) -> Optional[list]:

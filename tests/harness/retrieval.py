@@ -84,3 +84,16 @@ def tiny_question_ids(question_encoder_tokenizer, questions: Sequence[str]) -> n
 
 
 QUESTIONS = ["who is the brother of moses?", "what is the capital of germany?", "who wrote  hamlet", "where is the nile"]
+
+
+class EmptySlots:
+    """Wraps a retriever; its last `slots` slots come back empty (doc id -1), as faiss does when short of hits."""
+
+    def __init__(self, retriever, slots: int = 1):
+        self.retriever, self.index, self.slots = retriever, retriever.index, slots
+
+    def __call__(self, *args, **kwargs):
+        out = dict(self.retriever(*args, **kwargs))
+        out["doc_ids"] = out["doc_ids"].copy()
+        out["doc_ids"][:, -self.slots:] = -1
+        return out

@@ -14,7 +14,7 @@ import tempfile
 import numpy as np
 
 from tests.harness.configs import tiny_rag_config
-from tests.harness.retrieval import tiny_index_paths
+from tests.harness.retrieval import EmptySlots, tiny_index_paths  # noqa: F401 (EmptySlots re-exported)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OURS = {"model": "TFRagModel", "token": "TFRagTokenForGeneration", "sequence": "TFRagSequenceForGeneration"}
@@ -150,16 +150,3 @@ def weight_names(model):
 
 def env():
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1")
-
-
-class EmptySlots:
-    """Wraps a retriever; its last `slots` slots come back empty (doc id -1), as faiss does when short of hits."""
-
-    def __init__(self, retriever, slots: int = 1):
-        self.retriever, self.index, self.slots = retriever, retriever.index, slots
-
-    def __call__(self, *args, **kwargs):
-        out = dict(self.retriever(*args, **kwargs))
-        out["doc_ids"] = out["doc_ids"].copy()
-        out["doc_ids"][:, -self.slots:] = -1
-        return out
