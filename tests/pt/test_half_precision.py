@@ -2,7 +2,7 @@
 `torch.autocast`, with a retriever and with empty retrieval slots (doc id -1), forward, loss and
 generate, against the same weights in float32.
 
-Tolerances per dtype (stated, measured on the tiny sharpened models, whose logits reach ~10):
+Tolerances per dtype are stated below with the differences measured on the tiny sharpened models;
 float16 keeps 10 mantissa bits, bfloat16 7, so bfloat16 gets the wider bound.
 """
 
@@ -15,9 +15,10 @@ import torch
 from tests.harness.retrieval import EmptySlots
 from tests.pt import support
 
-# largest |logit| difference to float32, and relative loss difference, allowed per dtype
-LOGITS_ATOL = {torch.float16: 0.05, torch.bfloat16: 0.5}
-LOSS_RTOL = {torch.float16: 0.01, torch.bfloat16: 0.05}
+# largest |logit| difference to float32, and relative loss difference, allowed per dtype (measured:
+# float16 0.013 and 7e-4, bfloat16 0.087 and 4.5e-3, on logits up to 5.5)
+LOGITS_ATOL = {torch.float16: 0.03, torch.bfloat16: 0.2}
+LOSS_RTOL = {torch.float16: 3e-3, torch.bfloat16: 2e-2}
 DTYPES = [torch.float16, torch.bfloat16]
 ANSWERS = ["Moses", "Berlin is the capital", "Shakespeare"]
 
