@@ -27,6 +27,12 @@ _LAZY = {
     "PickleNotAllowedError": "rag_core.errors",
     "WeightConversionError": "rag_core.errors",
     "SubModelWeightError": "rag_core.errors",
+    "TrainingDataError": "rag_core.errors",
+    "ResumeError": "rag_core.errors",
+    "CheckpointError": "rag_core.errors",
+    "CheckpointNotFoundError": "rag_core.errors",
+    "NotAFolderError": "rag_core.errors",
+    "TokenizerInputError": "rag_core.errors",
     "RagConfig": "rag_core.configuration_rag",
     "RagTokenizer": "rag_core.tokenization_rag",
     "RetrievAugLMOutput": "rag_core.outputs",
@@ -59,7 +65,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import (
-        ContextInputError, IndexFormatError, IndexNotFoundError, IndexNotInitializedError, OutputExistsError, PassagesError, PickleNotAllowedError, RagConfigError, RagError, RagInputError, RetrievalInputError, SubModelWeightError, UnknownIndexError, UnsupportedModelError, WeightConversionError,
+        CheckpointError, CheckpointNotFoundError, ContextInputError, IndexFormatError, IndexNotFoundError, IndexNotInitializedError, NotAFolderError, OutputExistsError, PassagesError, PickleNotAllowedError, RagConfigError, RagError, RagInputError, ResumeError, RetrievalInputError, SubModelWeightError, TokenizerInputError, TrainingDataError, UnknownIndexError, UnsupportedModelError, WeightConversionError,
     )
     from .configuration_rag import RagConfig
     from .contexts import contexts_from_passages, invalid_doc_mask

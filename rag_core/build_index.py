@@ -52,7 +52,8 @@ import numpy as np
 
 from .index.passages import STORED_IDS_COLUMN
 from .index.custom import INCOMPLETE_MARKER, INDEX_FILE, LAYOUT_VERSION, MANIFEST, PASSAGES_DIR
-from .index.storage import OutputExistsError, atomic_directory, check_output
+from .storage import OutputExistsError, atomic_directory, check_output
+from .arguments import check_index_build_settings
 from .errors import PassagesError  # noqa: F401 (re-exported)
 
 INDEX_KINDS = ("flat", "hnsw", "hnsw_sq8", "ivfpq")
@@ -63,6 +64,8 @@ POOLINGS = ("cls", "mean", "pooler")
 def read_passages(path: str, file_format: Optional[str] = None) -> list[tuple[str, str]]:
     """(title, text) pairs from a CSV, TSV or JSONL file (format from the extension unless given)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise PassagesError(f"passages file {path!r} is a folder; give a .csv, .tsv or .jsonl file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"passages file {path!r} does not exist")
     file_format = (file_format or os.path.splitext(path)[1].lstrip(".")).lower()
@@ -309,6 +312,10 @@ def build_index(
     check_output(output_dir, overwrite)  # refuse before any work
     if index_kind not in INDEX_KINDS:
         raise ValueError(f"index_kind must be one of {INDEX_KINDS}, got {index_kind!r}")
+    check_index_build_settings(
+        hnsw_m=hnsw_m, ef_construction=ef_construction, ivf_nlist=ivf_nlist, pq_m=pq_m, rerank_k_factor=rerank_k_factor,
+        words_per_passage=words_per_passage, batch_size=batch_size, max_length=max_length,
+    )
     if sum(x is not None for x in (encoder, embed_fn, embeddings)) != 1:
         raise ValueError("give exactly one of encoder=, embed_fn= or embeddings=")
     pairs = _as_pairs(passages)
@@ -478,7 +485,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             split=not args.no_split and embeddings is None, words_per_passage=args.words_per_passage, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
         )
-    except (OutputExistsError, PassagesError, FileNotFoundError, ValueError) as err:
+    except (OutputExistsError, PassagesError, FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

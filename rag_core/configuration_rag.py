@@ -180,9 +180,13 @@ class RagConfig(PretrainedConfig):
         _check_int("retrieval_batch_size", self.retrieval_batch_size, 1)
         _check_int("hnsw_ef_search", self.hnsw_ef_search, 1, allow_none=True)
         _check_int("ivf_nprobe", self.ivf_nprobe, 1, allow_none=True)
-        for name in ("vocab_size", "bos_token_id", "pad_token_id", "eos_token_id", "decoder_start_token_id"):
+        for name in (
+            "vocab_size", "bos_token_id", "pad_token_id", "eos_token_id", "decoder_start_token_id", "forced_eos_token_id"
+        ):
             _check_int(name, getattr(self, name), 0, allow_none=True)
-        for name in ("title_sep", "doc_sep", "prefix", "index_path", "passages_path", "dataset", "dataset_split"):
+        for name in ("title_sep", "doc_sep"):  # joined into every context string
+            _check_str(name, getattr(self, name), allow_none=False)
+        for name in ("prefix", "index_path", "passages_path", "dataset", "dataset_split", "dataset_revision"):
             _check_str(name, getattr(self, name))
         for name in (
             "reduce_loss",
@@ -222,7 +226,39 @@ class RagConfig(PretrainedConfig):
         cls, question_encoder_config: PretrainedConfig, generator_config: PretrainedConfig, **kwargs
     ) -> "RagConfig":
         """Build a `RagConfig` from the question encoder's and the generator's configurations."""
+        for name, value in (("question_encoder_config", question_encoder_config), ("generator_config", generator_config)):
+            if not isinstance(value, PretrainedConfig):
+                raise RagConfigError(
+                    f"{name} must be a transformers PretrainedConfig (e.g. DPRConfig, BartConfig), got "
+                    f"{type(value).__name__}"
+                )
         return cls(question_encoder=question_encoder_config.to_dict(), generator=generator_config.to_dict(), **kwargs)
+
+    # === Files ===
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "RagConfig":
+        """transformers' `from_pretrained`. A local folder's `config.json` is checked first, so a folder
+        of another model, one without `config.json` or with broken JSON raises an error naming it
+        (`CheckpointError`, `CheckpointNotFoundError`) rather than a complaint about missing fields."""
+        import os
+
+        from .storage import check_rag_config
+
+        if os.path.exists(os.fspath(pretrained_model_name_or_path)) and not kwargs.get("gguf_file"):
+            check_rag_config(pretrained_model_name_or_path, kwargs.get("subfolder"))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs) -> None:
+        """transformers' `save_pretrained`, atomic (`rag_core.storage.atomic_save`): `config.json` is
+        written beside the folder and renamed into it; other files there are kept."""
+        import os
+
+        from .storage import atomic_save
+
+        if push_to_hub:  # the repository is named after the folder, not after the temporary one
+            kwargs.setdefault("repo_id", os.path.basename(os.path.abspath(os.fspath(save_directory))))
+        with atomic_save(save_directory) as staging:
+            super().save_pretrained(staging, push_to_hub=push_to_hub, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()

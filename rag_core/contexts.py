@@ -30,6 +30,7 @@ normalizer that strips leading spaces would, for instance), logging a warning on
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any, Callable, Optional, Sequence
@@ -37,12 +38,11 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from . import compat
-from .arguments import RagInputError
+from .arguments import RagInputError, check_question_input_ids, check_retriever_options
 from .errors import ContextInputError  # noqa: F401 (re-exported)
+from .passage_cache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_SIZE, PassageCache  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CACHE_SIZE = 200_000  # cached passages per prefix; beyond that the cache restarts
 
 _PROBES = (
     ("Paris / Paris is the capital and most populous city of France.", " // what is the capital of france?"),
@@ -100,6 +100,15 @@ class ContextAssembler:
         >>> questions = assembler.decode_questions(question_input_ids)
         >>> pieces = assembler.encode_passages(["Paris"], ["Paris is the capital of France."], prefix=None)
         >>> ids, mask = assembler.assemble(questions, pieces, n_docs=1)
+
+    Passage pieces are cached in one `PassageCache` (`self.cache`) of at most `cache_bytes` bytes
+    (default `DEFAULT_CACHE_BYTES`, 256 MiB), keyed by (prefix, doc id), least recently used
+    evicted first; `cache_size`, when given, also caps the number of cached passages. Change the
+    budget later with `assembler.cache_bytes = n`; read the counters with `cache_stats()`.
+
+    The generator tokenizer may be changed (`add_tokens`, a new normalizer) between calls, not
+    during one: the next call notices, drops the cached pieces and the join check, and computes
+    a new `piece_fingerprint`.
     """
 
     def __init__(
@@ -109,7 +118,8 @@ class ContextAssembler:
         title_sep: str,
         doc_sep: str,
         max_combined_length: int,
-        cache_size: int = DEFAULT_CACHE_SIZE,
+        cache_size: Optional[int] = DEFAULT_CACHE_SIZE,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         if generator_tokenizer is None:
             raise ValueError("ContextAssembler needs the generator's tokenizer")
@@ -118,14 +128,16 @@ class ContextAssembler:
         self.title_sep = title_sep
         self.doc_sep = doc_sep
         self.max_combined_length = int(max_combined_length)
-        self.cache_size = cache_size
         # HF fast tokenizers mutate their Rust state when truncation/padding settings change between
         # calls ("Already borrowed" under threads); every tokenizer call goes through this lock.
         self.lock = threading.RLock()
-        self._cache: dict[Optional[str], dict[int, tuple]] = {}
+        self.cache = PassageCache(cache_bytes, cache_size)
         self._template: Optional[tuple[list[int], list[int]]] = None
         self._exact: Optional[bool] = None
         self._fingerprint: Optional[str] = None
+        with self.lock:
+            self._tokenizer_state = tokenizer_state(generator_tokenizer)
+        self.tokenizer_version = 0  # counts changes of the generator tokenizer seen by `current_generation()`
 
     @classmethod
     def from_config(cls, config, question_encoder_tokenizer, generator_tokenizer, **kwargs) -> "ContextAssembler":
@@ -184,10 +196,52 @@ class ContextAssembler:
 
     @property
     def piece_fingerprint(self) -> str:
-        """Identifies the passage pieces this assembler makes (tokenizer and title_sep): stored ids must match it."""
-        if self._fingerprint is None:
-            self._fingerprint = tokenizer_fingerprint(self.generator_tokenizer, extra=self.title_sep)
-        return self._fingerprint
+        """Identifies the passage pieces this assembler makes (what decides the tokenizer's ids, and
+        title_sep): stored ids must match it. The same before and after calls with truncation or padding."""
+        with self.lock:
+            self._refresh()
+            if self._fingerprint is None:
+                self._fingerprint = tokenizer_fingerprint(self.generator_tokenizer, extra=_piece_recipe(self.title_sep))
+            return self._fingerprint
+
+    # --- the cache ---
+    def _refresh(self) -> None:
+        """Forget what depended on the generator tokenizer if it changed since last seen (under the lock)."""
+        state = tokenizer_state(self.generator_tokenizer)
+        if state != self._tokenizer_state:
+            logger.info("the generator tokenizer changed: cached passage pieces and its fingerprint are dropped")
+            self._exact, self._fingerprint = None, None
+            self.cache.clear()
+            self._tokenizer_state = state
+            self.tokenizer_version += 1
+
+    def current_generation(self) -> int:
+        """The cache generation a call should read and write (after dropping the cache if the tokenizer changed)."""
+        with self.lock:
+            self._refresh()
+            return self.cache.generation
+
+    @property
+    def cache_bytes(self) -> int:
+        """The passage cache's budget in bytes (settable; lowering it evicts at once)."""
+        return self.cache.max_bytes
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        self.cache.max_bytes = value
+
+    @property
+    def cache_size(self) -> Optional[int]:
+        """The most passages the cache holds (None: only the byte budget counts); settable."""
+        return self.cache.max_entries
+
+    @cache_size.setter
+    def cache_size(self, value: Optional[int]) -> None:
+        self.cache.max_entries = value
+
+    def cache_stats(self) -> dict:
+        """Counters of the passage cache: hits, misses, evictions, entries, bytes, max_bytes, ..."""
+        return self.cache.stats()
 
     def _join(self, ids1: np.ndarray, ids2: np.ndarray, max_length: int) -> np.ndarray:
         head, tail = self._template
@@ -208,13 +262,7 @@ class ContextAssembler:
         """The question strings, decoded with the question encoder's tokenizer (special tokens dropped)."""
         if self.question_encoder_tokenizer is None:
             raise ContextInputError("this ContextAssembler has no question encoder tokenizer to decode questions with")
-        question_input_ids = as_numpy(question_input_ids)
-        if isinstance(question_input_ids, np.ndarray):
-            if question_input_ids.ndim != 2:
-                raise ContextInputError(
-                    f"question_input_ids must have shape (batch_size, length), got shape {question_input_ids.shape}"
-                )
-            question_input_ids = question_input_ids.tolist()
+        question_input_ids = check_question_input_ids(as_numpy(question_input_ids), len(self.question_encoder_tokenizer))
         with self.lock:
             return self.question_encoder_tokenizer.batch_decode(question_input_ids, skip_special_tokens=True)
 
@@ -236,7 +284,12 @@ class ContextAssembler:
         return pieces
 
     def cached_passages(
-        self, doc_ids: np.ndarray, prefix: Optional[str], fetch: Callable, fetch_stored: Optional[Callable] = None
+        self,
+        doc_ids: np.ndarray,
+        prefix: Optional[str],
+        fetch: Callable,
+        fetch_stored: Optional[Callable] = None,
+        generation: Optional[int] = None,
     ) -> list[tuple]:
         """Pieces of passages by id, tokenized on first use; `fetch(ids) -> (titles, texts)` reads misses.
 
@@ -244,15 +297,19 @@ class ContextAssembler:
         time (see `rag_core.build_index`); used for the default prefix only, and only when the
         caller checked that they were made by this tokenizer. Ids < 0 (missing neighbours) are the
         empty passage and are never fetched.
+
+        `generation`: the cache generation (`current_generation()`) taken when the caller chose
+        the index that `fetch` reads; when the cache was cleared since (the index was replaced),
+        the pieces are made from `fetch` and neither read from nor stored in the cache. Default:
+        the current generation.
         """
-        cache = self._cache.setdefault(prefix, {})
+        if generation is None:
+            generation = self.current_generation()
         keys = [int(k) for k in np.asarray(doc_ids).reshape(-1)]
-        found = {}
-        for k in set(keys):
-            piece = cache.get(k)  # .get: another thread may restart the cache meanwhile
-            if piece is not None:
-                found[k] = piece
-        missing = sorted(set(keys) - found.keys())
+        unique = sorted(set(keys))
+        cached = self.cache.get_many([(prefix, k) for k in unique], generation)
+        found = {k: cached[(prefix, k)] for k in unique if (prefix, k) in cached}
+        missing = [k for k in unique if k not in found]
         if missing:
             pieces = {}
             if fetch_stored is not None and not prefix and self.exact:
@@ -272,13 +329,12 @@ class ContextAssembler:
             pieces.update(zip(rest, encoded))
             pieces = [pieces[k] for k in missing]
             found.update(zip(missing, pieces))
-            if len(cache) + len(missing) > self.cache_size:
-                cache = self._cache[prefix] = {}
-            cache.update(zip(missing, pieces))
+            self.cache.put_many((((prefix, k), piece) for k, piece in zip(missing, pieces)), generation)
         return [found[k] for k in keys]
 
-    def clear_cache(self) -> None:
-        self._cache = {}
+    def clear_cache(self) -> int:
+        """Drop every cached piece; calls that began before read and store nothing. Returns the new generation."""
+        return self.cache.clear()
 
     # --- assembly ---
     def assemble(self, questions: Sequence[str], pieces: Sequence[tuple], n_docs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -325,19 +381,68 @@ class ContextAssembler:
         )
 
 
+# Parts of a fast tokenizer's definition that decide the ids of `tokenizer(text, add_special_tokens=False)`.
+# Left out: "truncation" and "padding" (set and reset by every call that truncates or pads), the
+# decoder (decoding only) and the post-processor (special tokens, which passage pieces do not hold).
+_ID_DECIDING_PARTS = ("model", "normalizer", "pre_tokenizer", "added_tokens")
+# Flags of slow tokenizers that are not about the ids.
+_NOT_ID_FLAGS = frozenset({"clean_up_tokenization_spaces", "use_fast", "verbose"})
+
+
+def _piece_recipe(title_sep: str) -> str:
+    """How a passage piece is made, besides the tokenizer: the default (empty) prefix, title_sep, the
+    space collapsing, no special tokens. Stored pieces are used only for the default prefix."""
+    return f"passage-piece v2: prefix=None title_sep={title_sep!r} replace('  ', ' ') add_special_tokens=False"
+
+
 def tokenizer_fingerprint(tokenizer, extra: str = "") -> str:
-    """A hash of everything that decides a tokenizer's ids (its full definition and special tokens)."""
+    """A hash of what decides the ids a tokenizer gives a text: its model (vocabulary, merges),
+    normalizer, pre-tokenizer, added and special tokens; never its truncation or padding state,
+    which the tokenizer changes with every call that truncates or pads. `extra` is hashed too."""
     import hashlib
 
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        digest.update(backend.to_str().encode())
-    else:  # slow tokenizers: the vocabulary and the special tokens
+        definition = json.loads(backend.to_str())
+        kept = {part: definition.get(part) for part in _ID_DECIDING_PARTS}
+        digest.update(json.dumps(kept, sort_keys=True, ensure_ascii=False).encode())
+    else:  # slow tokenizers: the vocabulary (added tokens included), the added tokens' options, the flags
         digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
-    digest.update(repr(sorted(getattr(tokenizer, "special_tokens_map", {}).items())).encode())
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        digest.update(repr(sorted((i, str(t), repr(t)) for i, t in added.items())).encode())
+        flags = {k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items() if isinstance(v, bool) and k not in _NOT_ID_FLAGS}
+        digest.update(repr(sorted(flags.items())).encode())
+    digest.update(repr(sorted((k, str(v)) for k, v in getattr(tokenizer, "special_tokens_map", {}).items())).encode())
     digest.update(extra.encode())
     return digest.hexdigest()
+
+
+def _component_state(component: Any) -> Any:
+    if component is None:
+        return None
+    try:
+        return component.__getstate__()
+    except Exception:  # a component that cannot serialize itself: its type and repr
+        return f"{type(component).__name__}:{component!r}"
+
+
+def tokenizer_state(tokenizer) -> tuple:
+    """A cheap summary (a few microseconds: it is taken on every call) of what usually changes in a
+    tokenizer in use: its vocabulary size with added tokens (`add_tokens`, `add_special_tokens`),
+    its normalizer and pre-tokenizer, the backend object itself. When it changes,
+    `tokenizer_fingerprint` is recomputed. Not its truncation or padding state. Call it under the
+    lock that guards the tokenizer's other calls."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return (type(tokenizer).__name__, len(tokenizer))
+    return (
+        type(tokenizer).__name__,
+        id(backend),
+        backend.get_vocab_size(with_added_tokens=True),
+        _component_state(backend.normalizer),
+        _component_state(backend.pre_tokenizer),
+    )
 
 
 def stored_passage_ids(generator_tokenizer, titles: Sequence[str], texts: Sequence[str], title_sep: str = " / "):
@@ -407,7 +512,10 @@ def check_doc_scores(doc_scores: Any, batch_size: int, n_docs: int) -> np.ndarra
         return np.zeros((batch_size, n_docs), dtype=np.float32)  # uniform p(z|x) after the softmax
     if hasattr(doc_scores, "detach") or type(doc_scores).__module__.startswith("tensorflow"):
         raise ContextInputError("doc_scores must be a numpy array or nested lists, not a framework tensor")
-    scores = np.asarray(doc_scores, dtype=np.float32)
+    try:
+        scores = np.asarray(doc_scores, dtype=np.float32)
+    except (ValueError, TypeError) as err:  # ragged lists, strings
+        raise ContextInputError(f"doc_scores must be a ({batch_size}, {n_docs}) array of numbers: {err}") from None
     if scores.shape != (batch_size, n_docs):
         raise ContextInputError(f"doc_scores must have shape (batch_size, n_docs) = ({batch_size}, {n_docs}), got {scores.shape}")
     if not np.isfinite(scores).all():
@@ -437,6 +545,7 @@ def contexts_from_passages(
         >>> batch = contexts_from_passages(config, q_tok, g_tok, q_ids, [["Paris is in France."]])
         >>> model(context_input_ids=batch["context_input_ids"], ..., doc_scores=batch["doc_scores"])
     """
+    check_retriever_options(prefix=prefix, return_tensors=return_tensors, error=ContextInputError)
     if assembler is None:
         assembler = ContextAssembler.from_config(config, question_encoder_tokenizer, generator_tokenizer)
     questions = assembler.decode_questions(question_input_ids)

@@ -34,19 +34,19 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import json
 import os
 import pickle
 import shutil
 import sys
 import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import CheckpointError, RagError
+from .storage import atomic_directory, atomic_file, check_output, check_safetensors, read_json, read_weight_index
 from .weight_conversion import (
     RAG_ARCHITECTURES,
     TF_INSTANCE_NAMES,
@@ -77,8 +77,36 @@ def _load_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
         raise WeightConversionError(f"{directory} has no config.json: not a transformers checkpoint directory")
-    with open(path) as f:
-        return json.load(f)
+    config = read_json(path, "a transformers config.json")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}; expected a JSON object (a config)")
+    return config
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """`safetensors.numpy.load_file`, with a truncated or corrupt file named (`CheckpointError`)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    check_safetensors(path)
+    try:
+        return load_file(path)
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def _open_h5(path: Path):
+    """`h5py.File(path, "r")`, with a truncated or corrupt file named (`CheckpointError`)."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        size = path.stat().st_size if path.is_file() else 0
+        raise CheckpointError(
+            f"{path} ({size} bytes) is not a readable HDF5 file ({err}); expected Keras weights ({TF_H5}, as "
+            "save_weights writes them): the file is truncated or corrupt, re-save or re-download it"
+        ) from err
 
 
 def _pickle_refused(path: Path) -> WeightConversionError:
@@ -95,14 +123,12 @@ def read_pt_weights(directory: PathLike, *, allow_pickle: bool = False) -> dict[
     a `pytorch_model.bin` (or its sharded index) is a pickle and is read, by `read_torch_zip`, only with
     `allow_pickle=True`; without it such a directory raises `WeightConversionError`."""
     directory = Path(directory)
-    from safetensors.numpy import load_file
-
     if (directory / SAFETENSORS).is_file():
-        return load_file(directory / SAFETENSORS)
+        return _read_safetensors(directory / SAFETENSORS)
     if (directory / SAFETENSORS_INDEX).is_file():
         weights = {}
-        for shard in sorted(set(json.loads((directory / SAFETENSORS_INDEX).read_text())["weight_map"].values())):
-            weights.update(load_file(directory / shard))
+        for shard in read_weight_index(directory / SAFETENSORS_INDEX):
+            weights.update(_read_safetensors(directory / shard))
         return weights
     for name in (PT_BIN, PT_BIN_INDEX):
         if (directory / name).is_file() and not allow_pickle:
@@ -111,7 +137,7 @@ def read_pt_weights(directory: PathLike, *, allow_pickle: bool = False) -> dict[
         return read_torch_zip(directory / PT_BIN)
     if (directory / PT_BIN_INDEX).is_file():
         weights = {}
-        for shard in sorted(set(json.loads((directory / PT_BIN_INDEX).read_text())["weight_map"].values())):
+        for shard in read_weight_index(directory / PT_BIN_INDEX):
             weights.update(read_torch_zip(directory / shard))
         return weights
     raise WeightConversionError(
@@ -123,7 +149,8 @@ def write_pt_weights(directory: PathLike, weights: Mapping[str, np.ndarray]) -> 
     from safetensors.numpy import save_file
 
     path = Path(directory) / SAFETENSORS
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(path), metadata={"format": "pt"})
+    with atomic_file(path) as tmp:  # never a half-written file under the final name
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, tmp, metadata={"format": "pt"})
     return path
 
 
@@ -232,19 +259,30 @@ def _write_h5_attribute(group, name: str, values: Sequence[bytes]) -> None:
 def read_tf_weights(path: PathLike, entries: Sequence[Entry]) -> dict[str, np.ndarray]:
     """The weights of a `tf_model.h5` keyed by `Entry.tf`. Matched as transformers' loader matches
     them (h5 group, then the stored name without its first component); unexpected datasets raise."""
-    import h5py
-
     path = Path(path)
     by_key = {(e.group, loader_key(stored_weight_name(e, "model"))): e.tf for e in entries if e.tf is not None}
     weights, unexpected = {}, []
-    with h5py.File(path, "r") as f:
-        for group in _read_h5_attribute(f, "layer_names"):
-            for name in _read_h5_attribute(f[group], "weight_names"):
+    with _open_h5(path) as f:
+        layers = _read_h5_attribute(f, "layer_names")
+        if not layers:
+            raise CheckpointError(f"{path} has no 'layer_names' attribute: an HDF5 file, but not Keras weights "
+                                  f"({TF_H5} as save_weights writes them); found top-level entries {sorted(f)[:12]}")
+        for group in layers:
+            try:
+                names = _read_h5_attribute(f[group], "weight_names")
+            except KeyError as err:
+                raise CheckpointError(f"{path}: layer_names lists {group!r}, which the file does not hold "
+                                      "(a truncated or edited file?)") from err
+            for name in names:
                 tf_name = by_key.get((group, loader_key(name)))
                 if tf_name is None or tf_name in weights:
                     unexpected.append(f"{group}/{name}")
                     continue
-                weights[tf_name] = np.asarray(f[group][name])
+                try:
+                    weights[tf_name] = np.asarray(f[group][name])
+                except (KeyError, OSError) as err:
+                    raise CheckpointError(f"{path}: weight {group}/{name} cannot be read ({err}); the file is "
+                                          "truncated or corrupt") from err
     if unexpected:
         missing = sorted(set(by_key.values()) - set(weights))
         raise WeightConversionError(
@@ -264,7 +302,7 @@ def write_tf_weights(path: PathLike, weights: Mapping[str, np.ndarray], entries:
     for e in entries:
         if e.tf is not None:
             groups.setdefault(e.group, []).append(e)
-    with h5py.File(path, "w") as f:
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:  # never a half-written file under the final name
         _write_h5_attribute(f, "layer_names", [g.encode("utf8") for g in groups])
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = KERAS_VERSION.encode("utf8")
@@ -299,11 +337,9 @@ def _rag_architecture(config: Mapping, directory: Path, framework: str, allow_pi
     # No architecture recorded: the generation heads keep their sub-models under `rag`.
     if framework == "pt":
         return "RagTokenForGeneration" if any(k.startswith("rag.") for k in read_pt_weights(directory, allow_pickle=allow_pickle)) else "RagModel"
-    import h5py
-
     if not _has_tf_weights(directory):
         raise WeightConversionError(f"{directory} holds no TensorFlow weights ({TF_H5})")
-    with h5py.File(directory / TF_H5, "r") as f:
+    with _open_h5(directory / TF_H5) as f:
         return "RagTokenForGeneration" if _read_h5_attribute(f, "layer_names") == ["rag"] else "RagModel"
 
 
@@ -349,30 +385,6 @@ def _is_weight_file(name: str) -> bool:
                                      and name.endswith((".safetensors", ".bin", ".h5")))
 
 
-@contextlib.contextmanager
-def _staging_directory(dst: Path, overwrite: bool) -> Iterator[Path]:
-    """A fresh directory beside `dst`, renamed to `dst` when the block succeeds, removed when it fails."""
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0o700 would otherwise survive the rename
-    try:
-        yield staging
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.old")
-            os.rename(dst, old)
-            os.rename(staging, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, dst)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def _copy_other_files(src: Path, dst: Path) -> None:
     for item in src.iterdir():
         if item.is_dir():
@@ -394,14 +406,19 @@ def _convert(src: PathLike, dst: PathLike, to: str, overwrite: bool, question_en
         raise ValueError(f"to must be 'tf' or 'pt', got {to!r}")
     if not src.is_dir():
         raise WeightConversionError(f"{src} is not a directory")
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it")
+    check_output(dst, overwrite)  # refuse before any work
     source = "pt" if to == "tf" else "tf"
     if question_encoder:
         entries, instance = _question_encoder_entries(src)
     else:
         entries, architecture = checkpoint_entries(src, framework=source, allow_pickle=allow_pickle)
         instance = TF_INSTANCE_NAMES[architecture]
+    src_path, dst_path = src.resolve(), dst.resolve()
+    if src_path == dst_path or src_path in dst_path.parents or dst_path in src_path.parents:
+        # replacing src (or a folder holding it) would delete the weights being converted
+        raise WeightConversionError(
+            f"dst {str(dst)!r} and src {str(src)!r} overlap; write the converted checkpoint to a separate folder"
+        )
     # Read and map everything before the destination is touched: a bad checkpoint writes nothing.
     if to == "tf":
         weights = pt_to_tf(read_pt_weights(src, allow_pickle=allow_pickle), entries)
@@ -409,7 +426,8 @@ def _convert(src: PathLike, dst: PathLike, to: str, overwrite: bool, question_en
         if not _has_tf_weights(src):
             raise WeightConversionError(f"{src} holds no TensorFlow weights ({TF_H5})")
         weights = tf_to_pt(read_tf_weights(src / TF_H5, entries), entries)
-    with _staging_directory(dst, overwrite) as staging:
+    with atomic_directory(dst, overwrite) as staging:  # renamed into place only when complete
+        staging = Path(staging)
         _copy_other_files(src, staging)
         if to == "tf":
             write_tf_weights(staging / TF_H5, weights, entries, instance)
@@ -426,7 +444,9 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, to: str, overwrite: bool
     Raises `WeightConversionError` for a checkpoint of another model type, a directory without
     weights, a `pytorch_model.bin` without `allow_pickle=True` (a pickle: only read, by the restricted
     `read_torch_zip`, when you opt in for a file you trust), missing/unexpected weights or shapes that
-    disagree with the config, and `FileExistsError` for an existing `dst` unless `overwrite=True`.
+    disagree with the config, `CheckpointError` / `CheckpointNotFoundError` for a truncated or corrupt
+    weights file or a shard index that lists a missing shard (named), and `OutputExistsError` (a
+    `FileExistsError`) for an existing `dst` unless `overwrite=True`.
     Nothing is written to `dst` when it raises.
     """
     return _convert(src, dst, to, overwrite, question_encoder=False, allow_pickle=allow_pickle)
@@ -475,7 +495,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         _convert(args.src, args.dst, args.to, args.overwrite, question_encoder=args.question_encoder,
                  allow_pickle=args.allow_pickle)
-    except (WeightConversionError, FileExistsError) as err:
+    except (RagError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.dst}")

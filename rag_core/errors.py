@@ -71,4 +71,39 @@ class SubModelWeightError(RagError, ValueError):
     """Weights that do not fit a sub-model: missing, unexpected, or of the wrong shape (named)."""
 
 
+# === Fine-tuning and evaluation ===
+class TrainingDataError(RagError, ValueError):
+    """A question/answer data file that cannot be read; the message names the file and the line number."""
+
+
+class ResumeError(RagError, ValueError):
+    """`--resume` cannot continue this run folder (no resumable checkpoint, or changed training settings)."""
+
+
+# === Checkpoint files ===
+class CheckpointError(RagError, ValueError):
+    """A checkpoint file or folder exists but cannot be used (truncated, corrupt, of another model);
+    the message names it, what was expected and what was found."""
+
+
+class CheckpointNotFoundError(RagError, FileNotFoundError):
+    """A file a checkpoint needs is missing (`config.json`, a weight shard); the message names it and
+    the folder it was looked for in."""
+
+
+class NotAFolderError(RagError, NotADirectoryError):
+    """A path that must be a folder (where a checkpoint is saved or loaded) is an existing file."""
+
+
+# === Tokenizer ===
+class TokenizerInputError(RagInputError):
+    """Bad input to `RagTokenizer`: a missing or unusable sub-tokenizer, or text of the wrong type."""
+
+
+# TensorFlow's autograph re-raises an exception raised while tracing a `tf.function` as a
+# `StagingError` unless the exception carries `ag_pass_through`: with it, a bad argument found at
+# trace time reaches the caller as the library's own exception class, as it does in eager mode.
+RagError.ag_pass_through = True
+
+
 __all__ = [name for name, value in dict(globals()).items() if isinstance(value, type) and issubclass(value, RagError)]

@@ -23,6 +23,7 @@ from typing import Any, Optional
 from transformers import AutoTokenizer, BatchEncoding
 
 from . import compat
+from .errors import TokenizerInputError
 
 
 class RagTokenizer:
@@ -32,20 +33,31 @@ class RagTokenizer:
     GENERATOR_SUBFOLDER = "generator_tokenizer"
 
     def __init__(self, question_encoder, generator):
-        if question_encoder is None or generator is None:
-            raise ValueError("RagTokenizer needs both a question_encoder and a generator tokenizer")
+        for name, tokenizer in (("question_encoder", question_encoder), ("generator", generator)):
+            if tokenizer is None:
+                raise TokenizerInputError(f"RagTokenizer needs both tokenizers; `{name}` is None")
+            if not callable(tokenizer) or not hasattr(tokenizer, "batch_decode"):
+                raise TokenizerInputError(
+                    f"`{name}` must be a transformers tokenizer (callable, with batch_decode), got "
+                    f"{type(tokenizer).__name__}"
+                )
         self.question_encoder = question_encoder
         self.generator = generator
         self._target_mode = False
 
     # === Loading and saving ===
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory {save_directory!r} is a file, not a directory")
-        os.makedirs(save_directory, exist_ok=True)
-        self.question_encoder.save_pretrained(os.path.join(save_directory, self.QUESTION_ENCODER_SUBFOLDER))
-        self.generator.save_pretrained(os.path.join(save_directory, self.GENERATOR_SUBFOLDER))
+        """Write `question_encoder_tokenizer/` and `generator_tokenizer/` into `save_directory`.
+
+        Atomic (`rag_core.storage.atomic_save`): both folders are written beside it first and each
+        replaces its old version whole; other files in `save_directory` (a model's) are kept, and a
+        failure leaves the previous tokenizers as they were. A file at `save_directory` raises
+        `NotAFolderError`."""
+        from .storage import atomic_save
+
+        with atomic_save(save_directory) as staging:
+            self.question_encoder.save_pretrained(os.path.join(staging, self.QUESTION_ENCODER_SUBFOLDER))
+            self.generator.save_pretrained(os.path.join(staging, self.GENERATOR_SUBFOLDER))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "RagTokenizer":
@@ -57,17 +69,25 @@ class RagTokenizer:
         """
         from .hub import pop_hub_kwargs, resolve_folder
 
+        from .errors import CheckpointNotFoundError
+        from .storage import check_rag_config
+
         path = os.fspath(resolve_folder(pretrained_model_name_or_path, **pop_hub_kwargs(kwargs)))
         config = kwargs.pop("config", None)
+        if config is not None and not (hasattr(config, "question_encoder") and hasattr(config, "generator")):
+            raise TokenizerInputError(f"`config` must be a RagConfig, got {type(config).__name__}")
         if config is None and os.path.isfile(os.path.join(path, "config.json")):
             from .configuration_rag import RagConfig
 
+            check_rag_config(path)  # another model's folder is named as such, not as a bad RagConfig
             config = RagConfig.from_pretrained(path)
         for sub in (cls.QUESTION_ENCODER_SUBFOLDER, cls.GENERATOR_SUBFOLDER):
             if os.path.isdir(path) and not os.path.isdir(os.path.join(path, sub)):
-                raise FileNotFoundError(
+                found = sorted(os.listdir(path))
+                raise CheckpointNotFoundError(
                     f"{path!r} has no {sub}/ folder: a RagTokenizer directory holds "
-                    f"{cls.QUESTION_ENCODER_SUBFOLDER}/ and {cls.GENERATOR_SUBFOLDER}/"
+                    f"{cls.QUESTION_ENCODER_SUBFOLDER}/ and {cls.GENERATOR_SUBFOLDER}/; found "
+                    f"{found[:12] if found else 'an empty folder'}"
                 )
         question_encoder = AutoTokenizer.from_pretrained(
             path,
@@ -88,7 +108,9 @@ class RagTokenizer:
         """Tokenize questions with the question-encoder tokenizer and, with `text_target`, targets
         with the generator tokenizer (returned as `labels`)."""
         if text is None and text_target is None:
-            raise ValueError("RagTokenizer needs `text` (questions) and/or `text_target` (answers)")
+            raise TokenizerInputError("RagTokenizer needs `text` (questions) and/or `text_target` (answers)")
+        _check_text("text", text)
+        _check_text("text_target", text_target)
         if text is None:
             return _tokenize(self.generator, text_target, *args, **kwargs)
         tokenizer = self.generator if self._target_mode else self.question_encoder
@@ -124,6 +146,8 @@ class RagTokenizer:
         **kwargs,
     ) -> BatchEncoding:
         """Questions and (optionally) answers in one batch, as the original offered."""
+        _check_text("src_texts", src_texts, allow_none=False)
+        _check_text("tgt_texts", tgt_texts)
         batch = _tokenize(
             self.question_encoder,
             src_texts,
@@ -158,6 +182,25 @@ class RagTokenizer:
             f"RagTokenizer(question_encoder={type(self.question_encoder).__name__}, "
             f"generator={type(self.generator).__name__})"
         )
+
+
+def _check_text(name: str, text: Any, allow_none: bool = True) -> None:
+    """Text must be a string or a list of strings (or of pre-tokenized word lists), as the tokenizers take."""
+    if text is None and allow_none:
+        return
+    if isinstance(text, str):
+        return
+    if isinstance(text, (list, tuple)) and all(
+        isinstance(item, str) or (isinstance(item, (list, tuple)) and all(isinstance(w, str) for w in item))
+        for item in text
+    ):
+        return
+    found = type(text).__name__
+    if isinstance(text, (list, tuple)):
+        bad = next(item for item in text if not isinstance(item, (str, list, tuple)) or not isinstance(item, str)
+                   and not all(isinstance(w, str) for w in item))
+        found = f"a list holding {type(bad).__name__} {bad!r:.40}"
+    raise TokenizerInputError(f"`{name}` must be a string or a list of strings, got {found}")
 
 
 def _tokenize(tokenizer, text, *args, return_tensors=None, **kwargs) -> BatchEncoding:

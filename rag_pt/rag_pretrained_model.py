@@ -9,6 +9,7 @@ transformers' `RagModel`, `RagSequenceForGeneration` and `RagTokenForGeneration`
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Optional
 
@@ -16,30 +17,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, Pretraine
 
 from rag_core import RagConfig
 from rag_core.arguments import check_labels, generator_max_positions
+from rag_core.modeling import pop_prefixed, resolve_config
 
 # The two generation heads: a checkpoint trained as one is a poor fit for the other's decoding.
 _HEADS = ("RagSequenceForGeneration", "RagTokenForGeneration")
-
-
-def resolve_config(
-    config: Optional[PretrainedConfig],
-    question_encoder: Optional[PreTrainedModel],
-    generator: Optional[PreTrainedModel],
-    config_kwargs: dict,
-) -> RagConfig:
-    """The model's `RagConfig`: the one given, or one built from the two sub-models' configs."""
-    if config is None:
-        if question_encoder is None or generator is None:
-            raise ValueError(
-                "pass a `config` (RagConfig), or both a `question_encoder` and a `generator` model to build one from"
-            )
-        return RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config, **config_kwargs)
-    if not isinstance(config, RagConfig):
-        # transformers' own RagConfig (same fields, same config.json): convert rather than refuse
-        if getattr(config, "model_type", None) == "rag":
-            return RagConfig(**config.to_dict())
-        raise TypeError(f"config must be a RagConfig, got {type(config).__name__}")
-    return config
 
 
 class RagPreTrainedModel(PreTrainedModel):
@@ -71,8 +52,8 @@ class RagPreTrainedModel(PreTrainedModel):
         `question_encoder_*` / `generator_*` keyword arguments go to the sub-models (`question_encoder_model=`
         / `generator_model=` pass ready models); the others update the `RagConfig` (e.g. `n_docs=5`).
         """
-        question_kwargs = _pop_prefixed(kwargs, "question_encoder_")
-        generator_kwargs = _pop_prefixed(kwargs, "generator_")
+        question_kwargs = pop_prefixed(kwargs, "question_encoder_")
+        generator_kwargs = pop_prefixed(kwargs, "generator_")
 
         question_encoder = question_kwargs.pop("model", None)
         if question_encoder is None:
@@ -94,7 +75,7 @@ class RagPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """transformers' `from_pretrained`, with four additions.
+        """transformers' `from_pretrained`, with five additions.
 
         - `from_tf=True` loads a TensorFlow checkpoint (`tf_model.h5`) through `rag_pt.convert`.
         - `pytorch_model.bin` is only ever read with `torch.load(weights_only=True)` (no pickled code).
@@ -102,6 +83,9 @@ class RagPreTrainedModel(PreTrainedModel):
           with the other keyword arguments.
         - Loading a RAG-Token checkpoint into `RagSequenceForGeneration` (or the reverse) warns: the
           weights fit, but the model was trained for the other marginalisation.
+        - A local folder is checked before transformers reads it: a folder of another model or with no
+          `config.json`, broken JSON, a truncated or corrupt `model.safetensors`, a shard index that
+          lists a missing shard raise `CheckpointError` / `CheckpointNotFoundError` naming the file.
         """
         if kwargs.pop("from_tf", False):  # convert tf_model.h5 through the table, then load
             from .convert import from_tf_checkpoint
@@ -110,6 +94,7 @@ class RagPreTrainedModel(PreTrainedModel):
         if kwargs.get("weights_only", True) is not True:
             raise ValueError("weights_only=False is not supported: .bin checkpoints are read with weights_only=True")
         kwargs["weights_only"] = True
+        _check_local_checkpoint(pretrained_model_name_or_path, kwargs)
         retriever = kwargs.pop("retriever", None)
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
@@ -117,6 +102,44 @@ class RagPreTrainedModel(PreTrainedModel):
         if retriever is not None:
             model.set_retriever(retriever)
         return loaded
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """transformers' `save_pretrained` (same arguments), atomic (`rag_core.storage.atomic_save`).
+
+        Everything is written into a temporary folder beside `save_directory` and then moved in:
+        other files there (a tokenizer's, a retriever's) are kept, older weight files (other shards,
+        another format) are removed once the new weights are in place, and a failure at any point leaves the
+        previous checkpoint byte-identical. A file at `save_directory` raises `NotAFolderError`
+        (transformers only logs it and saves nothing). Exceptions: `distributed_checkpoint=True` and
+        the processes other than the main one write into `save_directory` directly, as transformers
+        does, since every process must see the same folder.
+        """
+        from rag_core.storage import atomic_save, check_save_directory
+
+        check_save_directory(save_directory)
+        is_main_process = args[0] if args else kwargs.get("is_main_process", True)
+        if not is_main_process or kwargs.get("distributed_checkpoint"):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("push_to_hub"):  # the repository is named after the folder, not the temporary one
+            kwargs.setdefault("repo_id", os.path.basename(os.path.abspath(os.fspath(save_directory))))
+        with atomic_save(save_directory) as staging:
+            return super().save_pretrained(staging, *args, **kwargs)
+
+
+def _check_local_checkpoint(name_or_path, kwargs: dict) -> None:
+    """A local checkpoint folder's `config.json` (unless a config is given) and safetensors weights,
+    checked before transformers reads them: unusable files raise an error naming them."""
+    from rag_core.storage import check_rag_config, check_weight_files
+
+    path = os.fspath(name_or_path)
+    if not os.path.isdir(path) or kwargs.get("gguf_file"):
+        return  # a hub id (or a single file): transformers resolves and reports it
+    if kwargs.get("subfolder"):
+        path = os.path.join(path, kwargs["subfolder"])
+    if kwargs.get("config") is None:
+        check_rag_config(path)
+    variant = kwargs.get("variant")
+    check_weight_files(path, (f"model.{variant}.safetensors" if variant else "model.safetensors",))
 
 
 def _warn_on_head_mismatch(cls: type, config: PretrainedConfig) -> None:
@@ -130,12 +153,11 @@ def _warn_on_head_mismatch(cls: type, config: PretrainedConfig) -> None:
         )
 
 
-def _pop_prefixed(kwargs: dict, prefix: str) -> dict:
-    taken = {key[len(prefix) :]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}
-    return taken
-
-
 def _load_sub_model(auto_class: type, name_or_path: str, kwargs: dict) -> PreTrainedModel:
+    from rag_core.storage import check_weight_files
+
+    if os.path.isdir(os.fspath(name_or_path)):
+        check_weight_files(os.path.join(os.fspath(name_or_path), kwargs.get("subfolder") or ""))
     if "config" not in kwargs:
         config, kwargs = AutoConfig.from_pretrained(name_or_path, **kwargs, return_unused_kwargs=True)
         kwargs["config"] = config

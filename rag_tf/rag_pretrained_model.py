@@ -6,9 +6,6 @@ import functools
 import inspect
 import logging
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import keras
@@ -17,6 +14,7 @@ import tensorflow as tf
 
 from rag_core.arguments import check_labels, generator_max_positions, resolve
 from rag_core.configuration_rag import RagConfig
+from rag_core.modeling import pop_prefixed, resolve_config
 
 from . import convert
 from .models import checkpoint, registry
@@ -29,22 +27,6 @@ SAFETENSORS_NAME = "model.safetensors"
 TF_H5_NAME = "tf_model.h5"
 # PyTorch buffers some checkpoints carry that no model here holds as a weight
 _IGNORED_SUFFIXES = (".position_ids", ".token_type_ids")
-
-
-def resolve_config(config: Any, question_encoder: Any, generator: Any) -> RagConfig:
-    """The model's `RagConfig`: the one given, or one built from the two sub-models' configs."""
-    if config is None:
-        if question_encoder is None or generator is None:
-            raise ValueError(
-                "pass a `config` (RagConfig), or both a `question_encoder` and a `generator` model to build one from"
-            )
-        return RagConfig.from_question_encoder_generator_configs(question_encoder.config, generator.config)
-    if not isinstance(config, RagConfig):
-        # transformers' own RagConfig (same fields, same config.json): convert rather than refuse
-        if getattr(config, "model_type", None) == "rag":
-            return RagConfig(**config.to_dict())
-        raise TypeError(f"config must be a RagConfig, got {type(config).__name__}")
-    return config
 
 
 def unpack_mapping_input(call):
@@ -159,8 +141,8 @@ class TFRagPreTrainedModel(keras.Model):
         `generator_model=` pass ready-made sub-models, `*_config=` a config; the remaining ones
         update the `RagConfig` (e.g. `n_docs=3`).
         """
-        kwargs_question_encoder = _split_prefixed_kwargs(kwargs, "question_encoder_")
-        kwargs_generator = _split_prefixed_kwargs(kwargs, "generator_")
+        kwargs_question_encoder = pop_prefixed(kwargs, "question_encoder_")
+        kwargs_generator = pop_prefixed(kwargs, "generator_")
         question_encoder = kwargs_question_encoder.pop("model", None)
         if question_encoder is None:
             if question_encoder_pretrained_model_name_or_path is None:
@@ -227,32 +209,24 @@ class TFRagPreTrainedModel(keras.Model):
         model.config._name_or_path = str(pretrained_model_name_or_path)
         return model
 
-    def __init__(self, config: RagConfig, *inputs, **kwargs):
-        del inputs  # accepted as transformers' base classes accept them; unused
-        super().__init__(**kwargs)
-        from transformers import GenerationConfig
-
-        self.config = config
-        self.generation_config = GenerationConfig.from_model_config(config)
-
     def save_pretrained(self, save_directory, save_format: str = "safetensors", **kwargs) -> None:
         """Write `config.json`, `generation_config.json` and `model.safetensors` (transformers' PyTorch
         names; `save_format="h5"`: `tf_model.h5` in transformers' TensorFlow layout instead).
 
-        Atomic: everything is written into a temporary sibling folder first and moved into place
-        file by file with `os.replace`, so a failure while writing leaves an existing checkpoint
-        as it was."""
+        Atomic (`rag_core.storage.atomic_save`): everything is written into a temporary folder beside
+        `save_directory` and then moved in; other files there (a tokenizer's, a retriever's) are kept,
+        older weight files (shards, the other format: `model.safetensors` beside a new `tf_model.h5`
+        would be read first) are removed once the new one is in place, and a failure at any point
+        leaves the previous checkpoint byte-identical. A file at `save_directory` raises
+        `NotAFolderError`."""
+        from rag_core.storage import atomic_save
+
         del kwargs  # transformers' options (safe_serialization, max_shard_size, ...) do not apply
         if save_format not in ("safetensors", "h5"):
             raise ValueError(f"save_format must be 'safetensors' or 'h5', got {save_format!r}")
-        target = Path(save_directory)
-        if target.exists() and not target.is_dir():
-            raise NotADirectoryError(f"save_pretrained: {target} exists and is a file, not a folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-        try:
-            config = self.config
-            config.architectures = [type(self).__name__[2:]]  # the PyTorch class name, as transformers writes
+        config = self.config
+        config.architectures = [type(self).__name__[2:]]  # the PyTorch class name, as transformers writes
+        with atomic_save(save_directory) as staging:
             config.save_pretrained(staging)
             self.generation_config.save_pretrained(staging)
             weights = self.pt_weights()
@@ -261,13 +235,16 @@ class TFRagPreTrainedModel(keras.Model):
             else:
                 from safetensors.numpy import save_file
 
-                save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(staging / SAFETENSORS_NAME),
-                          metadata={"format": "pt"})
-            target.mkdir(exist_ok=True)
-            for item in staging.iterdir():
-                os.replace(item, target / item.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                save_file({k: np.ascontiguousarray(v) for k, v in weights.items()},
+                          os.path.join(staging, SAFETENSORS_NAME), metadata={"format": "pt"})
+
+    def __init__(self, config: RagConfig, *inputs, **kwargs):
+        del inputs  # accepted as transformers' base classes accept them; unused
+        super().__init__(**kwargs)
+        from transformers import GenerationConfig
+
+        self.config = config
+        self.generation_config = GenerationConfig.from_model_config(config)
 
     @property
     def input_signature(self) -> dict:
@@ -532,7 +509,3 @@ class _TFRagHead(TFRagPreTrainedModel):
     def build(self, input_shape=None):
         self.ensure_built()
 
-
-def _split_prefixed_kwargs(kwargs: dict, prefix: str) -> dict:
-    """Pop the `prefix*` keys of `kwargs` and return them without the prefix."""
-    return {key[len(prefix):]: kwargs.pop(key) for key in [k for k in kwargs if k.startswith(prefix)]}

@@ -32,7 +32,7 @@ from .legacy import LegacyIndex, PickleNotAllowedError
 from .passages import PassageStore
 from ..errors import UnknownIndexError  # noqa: F401 (re-exported)
 
-INDEX_KINDS = {"custom": CustomIndex, "exact": CanonicalIndex, "compressed": CanonicalIndex, "legacy": LegacyIndex}
+INDEX_CLASSES = {"custom": CustomIndex, "exact": CanonicalIndex, "compressed": CanonicalIndex, "legacy": LegacyIndex}
 
 
 def index_from_config(config, dataset_path: Optional[str] = None, allow_pickle: bool = False) -> Index:
@@ -56,7 +56,7 @@ def index_from_config(config, dataset_path: Optional[str] = None, allow_pickle: 
         )
     if name == "legacy":
         return LegacyIndex(config.retrieval_vector_size, config.index_path, allow_pickle=allow_pickle, **search)
-    raise UnknownIndexError(f"unknown index_name {name!r}; expected one of {sorted(INDEX_KINDS)}")
+    raise UnknownIndexError(f"unknown index_name {name!r}; expected one of {sorted(INDEX_CLASSES)}")
 
 
 __all__ = [
@@ -65,7 +65,7 @@ __all__ = [
     "DEFAULT_HNSW_EF_SEARCH",
     "DEFAULT_IVF_NPROBE",
     "DenseIndex",
-    "INDEX_KINDS",
+    "INDEX_CLASSES",
     "Index",
     "IndexFormatError",
     "IndexNotFoundError",

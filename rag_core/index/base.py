@@ -39,7 +39,13 @@ def check_question_hidden_states(question_hidden_states: Any, vector_size: int) 
             "question_hidden_states must be a numpy array; convert the framework tensor first "
             "(torch: t.detach().cpu().numpy(), tensorflow: t.numpy())"
         )
-    array = np.asarray(question_hidden_states)
+    try:
+        array = np.asarray(question_hidden_states)
+    except (ValueError, TypeError) as err:  # a ragged nested list
+        raise RetrievalInputError(
+            f"question_hidden_states must be a (batch_size, {vector_size}) array; the nested lists given are not "
+            f"rectangular ({err})"
+        ) from None
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise RetrievalInputError(f"question_hidden_states must hold real numbers, got dtype {array.dtype}")
     if array.ndim != 2:
@@ -54,7 +60,8 @@ def check_question_hidden_states(question_hidden_states: Any, vector_size: int) 
             f"question_hidden_states have dimension {array.shape[1]} but the index holds {vector_size}-dim "
             "vectors (RagConfig.retrieval_vector_size / the question encoder's output size)"
         )
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+        array = np.ascontiguousarray(array, dtype=np.float32)
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
         rows = np.flatnonzero(~finite).tolist()

@@ -4,7 +4,6 @@ sub-models, and stand-alone sub-model folders (DPR, BERT, BART, T5) in transform
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping
 
@@ -67,17 +66,11 @@ def resolve_checkpoint(name_or_path, kwargs: dict) -> Path:
 
 
 def load_rag_config(directory: Path) -> RagConfig:
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        raise OSError(f"{directory} has no {CONFIG_NAME}: not a checkpoint folder")
-    try:
-        found = json.loads(path.read_text()).get("model_type")
-    except (ValueError, AttributeError) as err:
-        raise OSError(f"{path} is not a JSON object: {err}") from err
-    if found != "rag":
-        raise ValueError(f"{path} describes a {found!r} model; a RAG checkpoint has model_type 'rag' "
-                         "(for separate question encoder and generator folders use "
-                         "from_pretrained_question_encoder_generator)")
+    """The `RagConfig` of a checkpoint folder; a folder without `config.json` (`CheckpointNotFoundError`),
+    with broken JSON or holding another model (`CheckpointError`) is named with what it holds."""
+    from rag_core.storage import check_rag_config
+
+    check_rag_config(directory)
     return RagConfig.from_pretrained(directory)
 
 

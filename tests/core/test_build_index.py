@@ -151,7 +151,7 @@ def test_stored_generator_ids_replace_passage_tokenization(tmp_path, question_en
     assert stored._stored_ids_reader() is not None
     fetched = []
     original_fetch = stored._fetch
-    stored._fetch = lambda ids: fetched.extend(ids.tolist()) or original_fetch(ids)
+    stored._fetch = lambda ids, *index: fetched.extend(ids.tolist()) or original_fetch(ids, *index)
     question_ids = tiny_question_ids(question_encoder_tokenizer, QUESTIONS[:2])
     queries = vectors[[0, 11]]
     a = stored(question_ids, queries, n_docs=len(PASSAGES))

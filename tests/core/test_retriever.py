@@ -1,9 +1,10 @@
-"""RagRetriever on the tiny custom index: outputs, oracle equivalence, invalid slots, errors, threads, save/load."""
+"""RagRetriever on the tiny custom index: outputs, oracle equivalence, invalid slots, errors, save/load.
+
+Threads, index swaps and the passage cache: test_retriever_concurrency.py."""
 
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -163,21 +164,6 @@ def test_config_errors_name_the_missing_piece(tiny_passages_dir, question_encode
         index_from_config(no_index)
     with pytest.raises(IndexNotFoundError, match="reads wiki_dpr from local files"):
         index_from_config(tiny_rag_config("dpr", "bart", index_name="compressed"))
-
-
-def test_concurrent_calls_equal_serial_calls(tiny_retriever, question_encoder_tokenizer):
-    retriever = tiny_retriever("t5", max_combined_length=64)
-    jobs = []
-    for seed in range(24):
-        rng = np.random.default_rng(seed)
-        picks = rng.choice(len(QUESTIONS), size=2)
-        jobs.append((tiny_question_ids(question_encoder_tokenizer, [QUESTIONS[i] for i in picks]), tiny_question_vectors(2, seed=seed), 1 + seed % 5))
-    serial = [retriever(q, v, n_docs=n, return_tensors="np") for q, v, n in jobs]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        parallel = list(pool.map(lambda job: retriever(job[0], job[1], n_docs=job[2], return_tensors="np"), jobs))
-    for a, b in zip(serial, parallel):
-        for key in ("context_input_ids", "context_attention_mask", "doc_ids", "retrieved_doc_embeds"):
-            np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_contexts_from_passages_without_a_loaded_index(tiny_passages_dir, question_encoder_tokenizer, t5_tokenizer):
