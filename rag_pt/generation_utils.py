@@ -1,10 +1,11 @@
-"""Tensor helpers shared by the two `generate` methods: contexts, deduplication, rescoring, provenance."""
+"""Tensor helpers shared by the two `generate` methods: contexts, candidate scoring, provenance, caches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache, StaticCache
@@ -13,13 +14,10 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from rag_core import RetrievAugGenerateOutput, compat
 from rag_core.arguments import check_context_inputs, resolve_n_docs
+from rag_core.generation import RescorePlan, rescore_chunk_candidates
 
 from . import losses, retrieval_bridge
 from .rag_model import generator_prefix
-
-# Upper bound on the logits one rescoring chunk materialises (floats): 2**25 is 128 MiB in float32.
-RESCORE_CHUNK_LOGITS = 2**25
-
 
 @dataclass
 class Context:
@@ -67,69 +65,52 @@ def prepare_context(
     return Context(context_input_ids, context_attention_mask, doc_scores)
 
 
-def same_sequences(candidates: Tensor) -> Tensor:
-    """`same[b, i, j]`: candidates i and j of question b are the same token ids, `(B, C, C)`."""
-    return (candidates[:, :, None, :] == candidates[:, None, :, :]).all(-1)
-
-
-def first_occurrences(same: Tensor) -> Tensor:
-    """`(B, C)`: True for the first occurrence of each distinct candidate (deduplication by token ids)."""
-    earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=same.device).tril(diagonal=-1)
-    return ~(same & earlier).any(-1)
-
-
-def beam_logprob_sums(sequences_scores: Tensor, sequences: Tensor, generation_config: Any, kwargs: dict) -> Tensor:
-    """Undo beam search's length normalisation: `score * generated_length ** length_penalty`."""
-    length_penalty = compat.generation_setting(generation_config, "length_penalty", kwargs)
-    eos = compat.generation_setting(generation_config, "eos_token_id", kwargs)
-    pad = compat.generation_setting(generation_config, "pad_token_id", kwargs)
-    generated = sequences[:, 1:]  # after the decoder start token
-    eos_ids = torch.as_tensor([eos] if isinstance(eos, int) else list(eos or []), device=sequences.device)
-    is_eos = torch.isin(generated, eos_ids)
-    lengths = torch.where(is_eos.any(1), is_eos.float().argmax(1) + 1, generated.ne(pad).sum(1))
-    return sequences_scores * lengths.to(sequences_scores.dtype) ** length_penalty
+def to_numpy(tensor: Tensor) -> np.ndarray:
+    """Where `generate` crosses into numpy for the candidate bookkeeping of `rag_core.generation`."""
+    return tensor.detach().float().cpu().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
 
 
 def score_candidates(
-    generator: Any,
+    model: Any,
     encoder_states: Tensor,
     context_attention_mask: Tensor,
-    question: Tensor,
-    labels: Tensor,
-    target: Tensor,
-    n_docs: int,
+    plan: RescorePlan,
     with_smooth: bool,
-) -> tuple[Tensor, Optional[Tensor]]:
-    """Per-position log-probabilities of K candidates under every passage of their question.
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Per-position log-probabilities of the plan's K candidates under their P generator rows each.
 
-    `encoder_states`: `(B*N, L, H)` generator-encoder states of the contexts; `question`: `(K,)`
-    the question of each candidate; `labels` / `target`: `(K, S)` decoder inputs / targets.
-    Returns `(K, N, S)` target log-probs (and their sums over the vocabulary), computed in chunks
-    so the logits never exceed `RESCORE_CHUNK_LOGITS` floats.
+    `model`: the RAG head (its generator scores); `encoder_states`: `(B*N, L, H)` generator-encoder
+    states of the contexts (the decoding's own). Returns `(K, P, S)` target log-probs (and, with
+    `with_smooth`, their sums over the vocabulary) as numpy, computed in chunks of candidates so the
+    logits never exceed `rag_core.generation.RESCORE_CHUNK_BYTES`.
     """
-    num, length = labels.shape
-    vocab_size = generator.config.vocab_size
-    per_candidate = max(1, n_docs * length * vocab_size)
-    chunk = max(1, RESCORE_CHUNK_LOGITS // per_candidate)
-    offsets = torch.arange(n_docs, device=question.device)
+    generator = model.generator
+    device = encoder_states.device
+    rows = torch.as_tensor(plan.rows, device=device)
+    labels = torch.as_tensor(plan.labels, device=device)
+    target = torch.as_tensor(plan.target, device=device)
+    num, per = rows.shape
+    length = labels.shape[1]
+    itemsize = torch.finfo(encoder_states.dtype).bits // 8
+    chunk = rescore_chunk_candidates(per, length, generator.config.vocab_size, itemsize=itemsize)
     token_parts, smooth_parts = [], []
     for start in range(0, num, chunk):
-        rows = slice(start, start + chunk)
-        context_rows = (question[rows, None] * n_docs + offsets).reshape(-1)
+        part = slice(start, start + chunk)
+        context_rows = rows[part].reshape(-1)
         logits = generator(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states[context_rows]),
             attention_mask=context_attention_mask[context_rows],
-            decoder_input_ids=labels[rows].repeat_interleave(n_docs, dim=0),
+            decoder_input_ids=labels[part].repeat_interleave(per, dim=0),
             use_cache=False,
             return_dict=True,
         ).logits
         token_lp, smooth_lp = losses.sequence_token_logprobs(
-            logits, target[rows].repeat_interleave(n_docs, dim=0), with_smooth
+            logits, target[part].repeat_interleave(per, dim=0), with_smooth
         )
-        token_parts.append(token_lp.view(-1, n_docs, length))
+        token_parts.append(to_numpy(token_lp).reshape(-1, per, length))
         if smooth_lp is not None:
-            smooth_parts.append(smooth_lp.view(-1, n_docs, length))
-    return torch.cat(token_parts), (torch.cat(smooth_parts) if with_smooth else None)
+            smooth_parts.append(to_numpy(smooth_lp).reshape(-1, per, length))
+    return np.concatenate(token_parts), (np.concatenate(smooth_parts) if with_smooth else None)
 
 
 def provenance(

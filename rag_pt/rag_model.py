@@ -14,28 +14,55 @@ from torch import Tensor
 from transformers import AutoModel, AutoModelForSeq2SeqLM, PreTrainedModel
 
 from rag_core import RagConfig, RetrievAugLMOutput, compat
-from rag_core.arguments import RagInputError, check_context_inputs, resolve, resolve_n_docs
+from rag_core.arguments import (
+    RagInputError,
+    TensorInfo,
+    check_context_inputs,
+    check_tensor_inputs,
+    generator_max_positions,
+    question_encoder_max_positions,
+    resolve,
+    resolve_n_docs,
+)
+from rag_core.modeling import context_encoder_pooling, missing_pooler_error, pooling_kind, resolve_config
 
 from . import retrieval_bridge
-from .rag_pretrained_model import RagPreTrainedModel, resolve_config
+from .rag_pretrained_model import RagPreTrainedModel
+
+
+def tensor_info(name: str, value: Any) -> Optional[TensorInfo]:
+    """What the shared input checks read of a tensor argument: static shape and dtype name."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise RagInputError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
+    return TensorInfo(tuple(value.shape), str(value.dtype).removeprefix("torch."))
+
+
+def check_inputs(config: RagConfig, **tensors: Any) -> None:
+    """The shared shape and dtype checks (`rag_core.arguments.check_tensor_inputs`) on tensor arguments."""
+    check_tensor_inputs(
+        {name: tensor_info(name, value) for name, value in tensors.items()},
+        generator_positions=generator_max_positions(config.generator),
+        question_positions=question_encoder_max_positions(config.question_encoder),
+    )
 
 
 def pool_encoder_output(outputs: Any, attention_mask: Optional[Tensor], pooling: str) -> Tensor:
     """The `(B, D)` vector of an encoder output under a pooling name (see `RagConfig.question_encoder_pooling`)."""
-    if pooling in ("dpr", "pooler"):
+    kind = pooling_kind(pooling)
+    if kind == "pooler":
         pooled = getattr(outputs, "pooler_output", None)
         if pooled is None:
-            raise RagInputError(f"question_encoder_pooling={pooling!r} needs an encoder with a pooler output")
+            raise missing_pooler_error(pooling)
         return pooled
     hidden = outputs.last_hidden_state
-    if pooling == "cls":
+    if kind == "cls":
         return hidden[:, 0]
-    if pooling == "mean":
-        if attention_mask is None:
-            return hidden.mean(dim=1)
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    raise RagInputError(f"unknown question_encoder_pooling {pooling!r}")
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 class RagModel(RagPreTrainedModel):
@@ -110,7 +137,7 @@ class RagModel(RagPreTrainedModel):
         outputs = self.ctx_encoder(
             retrieved.tokenized_doc_ids, attention_mask=retrieved.tokenized_doc_attention_mask, return_dict=True
         )
-        pooling = "dpr" if self.ctx_encoder.config.model_type == "dpr" else self.config.resolved_question_encoder_pooling
+        pooling = context_encoder_pooling(self.config, getattr(self.ctx_encoder.config, "model_type", None))
         vectors = pool_encoder_output(outputs, retrieved.tokenized_doc_attention_mask, pooling)
         return vectors.view(batch_size, n_docs, -1)
 
@@ -138,6 +165,11 @@ class RagModel(RagPreTrainedModel):
         as during generation; `doc_scores` must come with them.
         """
         config = self.config
+        check_inputs(
+            config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, doc_scores=doc_scores, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask,
+        )
         use_cache = resolve(use_cache, config.use_cache)
         output_attentions = resolve(output_attentions, config.output_attentions)
         output_hidden_states = resolve(output_hidden_states, config.output_hidden_states)
@@ -145,7 +177,7 @@ class RagModel(RagPreTrainedModel):
         n_docs_explicit = n_docs is not None
         n_docs = resolve_n_docs(n_docs, config.n_docs)
 
-        question_vectors = question_outputs = retrieved = None
+        question_vectors = question_outputs = retrieved = doc_embeds = None
         has_to_retrieve = self.retriever is not None and context_input_ids is None and encoder_outputs is None
         if has_to_retrieve:
             if input_ids is None:
@@ -209,7 +241,8 @@ class RagModel(RagPreTrainedModel):
             logits=gen_outputs.logits,
             doc_scores=doc_scores,
             past_key_values=compat.output_cache(gen_outputs) if use_cache else None,
-            retrieved_doc_embeds=retrieved.doc_embeds if show_retrieved else None,
+            # with context-encoder training: the passage vectors it computed (those the scores used)
+            retrieved_doc_embeds=doc_embeds if show_retrieved else None,
             retrieved_doc_ids=retrieved.doc_ids if show_retrieved else None,
             context_input_ids=context_input_ids if show_retrieved else None,
             context_attention_mask=context_attention_mask if show_retrieved else None,

@@ -13,21 +13,24 @@ from typing import Any, Optional
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from rag_core import RagConfig, RetrievAugGenerateOutput, RetrievAugLMMarginOutput, compat
 from rag_core.arguments import (
     check_generate_inputs,
+    check_generate_options,
+    generator_max_positions,
     check_num_return_sequences,
     resolve,
     resolve_bos_token_id,
     resolve_n_docs,
     resolve_rescore,
 )
+from rag_core.generation import rank_candidates
 
 from . import generation_utils, losses
+from .rag_model import check_inputs
 from .rag_pretrained_model import _RagHead
 
 
@@ -73,6 +76,11 @@ class RagSequenceForGeneration(_RagHead):
     ) -> RetrievAugLMMarginOutput:
         """As `RagModel.forward`; with `labels`, also the loss (`labels` are the decoder input when
         `decoder_input_ids` is None, and the loss target is `labels` shifted left)."""
+        check_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, doc_scores=doc_scores,
+            context_input_ids=context_input_ids, context_attention_mask=context_attention_mask,
+        )
         exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
         if labels is not None:
@@ -153,13 +161,25 @@ class RagSequenceForGeneration(_RagHead):
 
         Returns `(B * num_return_sequences, S)` ids, or with `output_provenance=True` a
         `RetrievAugGenerateOutput` whose `sequences_scores` are the ranking scores (the marginal
-        log-likelihood for "thorough", beam score + log p(z|x) for "fast"). Other keyword arguments
-        go to the generator's `generate` (e.g. `max_length`, `min_length`, `length_penalty`).
+        log-likelihood, with label smoothing as in the loss, for "thorough"; for "fast", logsumexp over
+        the passages that produced the candidate of log p(z|x) + its log-likelihood under that passage:
+        the beam score with the length normalisation undone, or with greedy decoding the path's
+        log-likelihood). Other keyword arguments go to the generator's `generate` (e.g. `max_length`,
+        `min_length`, `length_penalty`). The candidate bookkeeping is `rag_core.generation.rank_candidates`.
         """
         rescore = resolve_rescore(rescore)
         do_deduplication = resolve(do_deduplication, self.config.do_deduplication)
         num_beams = resolve(num_beams, getattr(self.config, "num_beams", 1))
         num_return_sequences = resolve(num_return_sequences, getattr(self.config, "num_return_sequences", 1))
+        check_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask, doc_scores=doc_scores,
+        )
+        check_generate_options(  # the candidates per question are n_docs * num_beams: checked once n_docs is known
+            self.generator.generation_config, model_kwargs, num_beams=num_beams,
+            num_return_sequences=num_return_sequences, max_positions=generator_max_positions(self.config.generator),
+            beams_bound_return_sequences=False,
+        )
         for unsupported in ("return_dict_in_generate", "output_scores"):
             if model_kwargs.pop(unsupported, None):
                 raise ValueError(f"RagSequenceForGeneration.generate does not take {unsupported}; use output_provenance=True")
@@ -188,33 +208,30 @@ class RagSequenceForGeneration(_RagHead):
             return_dict_in_generate=True,
             **{**compat.cache_kwargs(generation_utils.new_beam_cache()), **model_kwargs},
         )
-        # (B, C, S) candidates per question, C = N * beams, grouped by passage
-        candidates = gen.sequences.view(batch_size, n_docs * num_beams, -1)
-        pad_token_id = self.config.generator.pad_token_id
-        same = generation_utils.same_sequences(candidates)
-        unique = generation_utils.first_occurrences(same) if do_deduplication else torch.ones_like(same[:, :, 0])
-        doc_logprobs = F.log_softmax(context.doc_scores.float(), dim=1)
-
-        # 2. Rank the candidates of each question.
-        if rescore == "fast":
-            beam_logprobs = generation_utils.beam_logprob_sums(
-                gen.sequences_scores, gen.sequences, self.generator.generation_config, model_kwargs
-            ).view(batch_size, n_docs, num_beams)
-            own = (beam_logprobs + doc_logprobs[:, :, None]).view(batch_size, n_docs * num_beams)
-            if do_deduplication:
-                # a candidate found from several passages collects all of them
-                scores = own[:, None, :].expand(-1, own.shape[1], -1).masked_fill(~same, float("-inf")).logsumexp(-1)
-            else:
-                scores = own
-        else:
-            scores = self._rescore(candidates, unique, encoder_states, context, doc_logprobs)
-        scores = scores.masked_fill(~unique, float("-inf"))
-
-        # 3. The best `num_return_sequences` per question (fewer unique candidates: pad rows, score -inf).
-        top_scores, top = scores.topk(num_return_sequences, dim=1)
-        sequences = candidates.gather(1, top[:, :, None].expand(-1, -1, candidates.shape[-1]))
-        sequences = sequences.masked_fill(torch.isinf(top_scores)[:, :, None], pad_token_id)
-        sequences = sequences.reshape(batch_size * num_return_sequences, -1)
+        # 2. Deduplicate, rank and select on the host (rag_core.generation); the generator scores.
+        generation_config = self.generator.generation_config
+        sequences, top_scores = rank_candidates(
+            generation_utils.to_numpy(gen.sequences),
+            generation_utils.to_numpy(context.doc_scores),
+            lambda plan, with_smooth: generation_utils.score_candidates(
+                self, encoder_states, context.context_attention_mask, plan, with_smooth
+            ),
+            num_beams=num_beams,
+            rescore=rescore,
+            do_deduplication=do_deduplication,
+            num_return_sequences=num_return_sequences,
+            pad_token_id=self.config.generator.pad_token_id,
+            bos_token_id=resolve_bos_token_id(self.config),
+            vocab_size=self.generator.config.vocab_size,
+            epsilon=self.config.label_smoothing,
+            # greedy search keeps no sequence scores: "fast" then scores each path under its own passage
+            sequences_scores=(
+                generation_utils.to_numpy(gen.sequences_scores) if getattr(gen, "sequences_scores", None) is not None else None
+            ),
+            eos_token_ids=compat.generation_setting(generation_config, "eos_token_id", model_kwargs),
+            length_penalty=compat.generation_setting(generation_config, "length_penalty", model_kwargs),
+        )
+        sequences = torch.as_tensor(sequences, device=gen.sequences.device)
         if not output_provenance:
             return sequences
         return generation_utils.provenance(
@@ -223,56 +240,5 @@ class RagSequenceForGeneration(_RagHead):
             doc_ids=context.doc_ids,
             doc_scores=context.doc_scores,
             repeats=num_return_sequences,
-            sequences_scores=top_scores.reshape(-1),
+            sequences_scores=torch.as_tensor(top_scores.reshape(-1), dtype=torch.float32, device=sequences.device),
         )
-
-    def _rescore(
-        self,
-        candidates: Tensor,
-        unique: Tensor,
-        encoder_states: Tensor,
-        context: "generation_utils.Context",
-        doc_logprobs: Tensor,
-    ) -> Tensor:
-        """`-loss` of every unique candidate against all passages of its question, `(B, C)` (-inf elsewhere).
-
-        The same score as the loss of `forward(labels=candidate, exclude_bos_score=True)`, computed on the
-        generator-encoder states of the first pass instead of a second retrieval and encoding.
-        """
-        batch_size, num_candidates, length = candidates.shape
-        n_docs = doc_logprobs.shape[1]
-        pad_token_id = self.config.generator.pad_token_id
-        epsilon = self.config.label_smoothing
-        question, slot = unique.nonzero(as_tuple=True)  # the K candidates to score
-        labels = candidates[question, slot]  # (K, S)
-        target = losses.shift_targets_left(labels, pad_token_id)
-        bos_token_id = resolve_bos_token_id(self.config)
-        # exclude_bos_score, decided per question over its candidates (as one rescoring batch in the original)
-        exclude = torch.zeros(batch_size, dtype=torch.bool, device=labels.device)
-        if bos_token_id is not None:
-            starts_with_bos = target[:, 0].eq(bos_token_id)
-            not_bos = torch.zeros(batch_size, dtype=torch.long, device=labels.device)
-            not_bos.index_add_(0, question, (~starts_with_bos).long())
-            exclude = not_bos.eq(0)
-        token_lp, smooth_lp = generation_utils.score_candidates(
-            self.generator,
-            encoder_states,
-            context.context_attention_mask,
-            question,
-            labels,
-            target,
-            n_docs,
-            with_smooth=epsilon != 0.0,
-        )
-        ll, smooth = losses.sequence_marginal(
-            token_lp,
-            smooth_lp,
-            doc_logprobs[question],
-            target.ne(pad_token_id),
-            exclude[question],
-            self.generator.config.vocab_size,
-        )
-        loss = losses.combine_nll(ll, smooth, epsilon, self.generator.config.vocab_size)
-        scores = torch.full((batch_size, num_candidates), float("-inf"), device=loss.device)
-        scores[question, slot] = -loss
-        return scores

@@ -23,9 +23,17 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from rag_core import RagConfig, RetrievAugLMMarginOutput, compat
-from rag_core.arguments import check_generate_inputs, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.arguments import (
+    check_generate_inputs,
+    check_generate_options,
+    generator_max_positions,
+    resolve,
+    resolve_bos_token_id,
+    resolve_n_docs,
+)
 
 from . import generation_utils, losses
+from .rag_model import check_inputs
 from .rag_pretrained_model import _RagHead
 
 
@@ -72,6 +80,11 @@ class RagTokenForGeneration(_RagHead, GenerationMixin):
     ) -> RetrievAugLMMarginOutput:
         """As `RagModel.forward`; with `labels`, also the loss. `do_marginalize=True` returns `(B, T, V)`
         marginal log-probabilities as `logits` instead of the per-passage `(B*N, T, V)` logits."""
+        check_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, doc_scores=doc_scores,
+            context_input_ids=context_input_ids, context_attention_mask=context_attention_mask,
+        )
         do_marginalize = resolve(do_marginalize, self.config.do_marginalize)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
         exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
@@ -164,6 +177,14 @@ class RagTokenForGeneration(_RagHead, GenerationMixin):
         Returns ids `(B * num_return_sequences, S)`, the usual `Generate*Output` with
         `return_dict_in_generate=True`, or with `output_provenance=True` a `RetrievAugGenerateOutput`.
         """
+        check_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask, doc_scores=doc_scores,
+        )
+        check_generate_options(
+            generation_config if generation_config is not None else self.generation_config, kwargs,
+            max_positions=generator_max_positions(self.config.generator),
+        )
         check_generate_inputs(
             has_input_ids=input_ids is not None,
             has_context=context_input_ids is not None,

@@ -1,10 +1,12 @@
 """Helpers both TF `generate` methods use (the twin of `rag_pt/generation_utils.py`): retrieval or
-checks of the given context, the cached compiled encoder + decoding-loop function, and provenance.
+checks of the given context, the cached compiled encoder + decoding-loop function, candidate scoring
+for RAG-Sequence, and provenance.
 The decoding loop itself is `decoding.py` (TF only)."""
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -13,9 +15,10 @@ import tensorflow as tf
 
 from rag_core.arguments import check_context_inputs, check_generate_inputs
 from rag_core.arguments import doc_titles as _doc_titles
+from rag_core.generation import RescorePlan, rescore_chunk_candidates
 from rag_core.outputs import RagOutput
 
-from . import decoding, retrieval_bridge
+from . import decoding, losses, retrieval_bridge
 from .models.outputs import EncoderOutput
 
 
@@ -106,6 +109,50 @@ def cached_decode_function(model, key: tuple, factory):
     if key not in cache:
         cache[key] = factory()
     return cache[key]
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """Where `generate` crosses into numpy for the candidate bookkeeping of `rag_core.generation`."""
+    return tensor.numpy() if hasattr(tensor, "numpy") else np.asarray(tensor)
+
+
+def score_candidates(model, encoder_states, context_attention_mask, plan: RescorePlan, with_smooth: bool):
+    """Per-position log-probabilities of the plan's K candidates under their P generator rows each.
+
+    `encoder_states`: `(B*N, L, H)` generator-encoder states of the contexts (the decoding's own).
+    Returns `(K, P, S)` target log-probs (and, with `with_smooth`, their sums over the vocabulary)
+    as numpy. The candidates go through one cached `tf.function` (per `with_smooth`) in chunks, so
+    the float32 logits of a call never exceed `rag_core.generation.RESCORE_CHUNK_BYTES`.
+    """
+    generator = model.generator
+    score = cached_decode_function(model, ("sequence-rescore", bool(with_smooth)),
+                                   lambda: tf.function(functools.partial(_score_rows, generator, with_smooth),
+                                                       reduce_retracing=True))
+    num, per = plan.rows.shape
+    length = plan.labels.shape[1]
+    chunk = rescore_chunk_candidates(per, length, generator.config.vocab_size, itemsize=4)
+    token_parts, smooth_parts = [], []
+    for start in range(0, num, chunk):
+        part = slice(start, start + chunk)
+        token_lp, smooth_lp = score(
+            encoder_states, context_attention_mask,
+            tf.constant(plan.rows[part].reshape(-1), tf.int32),
+            tf.constant(np.repeat(plan.labels[part], per, axis=0), tf.int32),
+            tf.constant(np.repeat(plan.target[part], per, axis=0), tf.int32),
+        )
+        token_parts.append(to_numpy(token_lp).reshape(-1, per, length))
+        if with_smooth:
+            smooth_parts.append(to_numpy(smooth_lp).reshape(-1, per, length))
+    return np.concatenate(token_parts), (np.concatenate(smooth_parts) if with_smooth else None)
+
+
+def _score_rows(generator, with_smooth: bool, encoder_states, context_attention_mask, rows, labels, target):
+    """`(R, S)` target log-probs (and vocabulary sums) of `labels` under the generator rows `rows`."""
+    logits = generator(input_ids=None, attention_mask=tf.gather(context_attention_mask, rows),
+                       encoder_outputs=encoder_output(tf.gather(encoder_states, rows)), decoder_input_ids=labels,
+                       use_cache=False, training=False).logits
+    token_lp, smooth_lp = losses.sequence_token_logprobs(logits, target, with_smooth)
+    return token_lp, (token_lp if smooth_lp is None else smooth_lp)  # a fixed output structure
 
 
 def doc_titles(retriever, doc_ids) -> Optional[list]:

@@ -1,8 +1,9 @@
 """RAG losses as tensor functions (a numpy twin of the same maths lives in the tests).
 
 Shapes: B batch, N passages, T target length, V vocabulary. `seq_logits` are the generator's
-`(B*N, T, V)` logits, `doc_scores` `(B, N)`, `target` `(B, T)` the labels shifted left by one
-(`shift_targets_left`). Target pad positions contribute nothing.
+`(B*N, T, V)` logits, `doc_scores` `(B, N)`, `labels` `(B, T)` what the model was fed as decoder
+input; the target is `labels` shifted left by one with the pad id appended (`shift_targets_left`,
+done inside the losses, as in rag_pt). Target pad positions contribute nothing.
 
 Every function is graph-safe and XLA-safe: no Python branch depends on a tensor value (the
 "all rows start with BOS" test of `exclude_bos_score` is a tensor condition folded into a weight).
@@ -50,23 +51,36 @@ def _combine(nll, smooth_loss, epsilon: float, vocab_size, reduce_loss: bool):
     return (1.0 - epsilon) * nll + (epsilon / tf.cast(vocab_size, nll.dtype)) * smooth_loss
 
 
+def sequence_token_logprobs(seq_logits: tf.Tensor, target_rows: tf.Tensor, with_smooth: bool):
+    """Per-position `log p(target)` and (optionally, else None) `sum_v log p(v)` for `(R, T, V)` logits,
+    targets `(R, T)`; float32."""
+    logits = tf.cast(seq_logits, tf.float32)
+    normalizer = tf.reduce_logsumexp(logits, axis=-1)  # (R, T)
+    token_lp = tf.gather(logits, target_rows, batch_dims=2) - normalizer
+    if not with_smooth:
+        return token_lp, None
+    # sum_v log p(v) = sum_v logits - V * logsumexp(logits): no (R, T, V) log-softmax needed
+    return token_lp, tf.reduce_sum(logits, axis=-1) - tf.cast(tf.shape(logits)[-1], tf.float32) * normalizer
+
+
 def sequence_nll(
     seq_logits: tf.Tensor,
     doc_scores: tf.Tensor,
-    target: tf.Tensor,
+    labels: tf.Tensor,
     *,
     n_docs: int,
     pad_token_id: int,
-    bos_token_id: Optional[int] = None,
     reduce_loss: bool = False,
     epsilon: float = 0.0,
     exclude_bos_score: bool = False,
+    bos_token_id: Optional[int] = None,
 ) -> tf.Tensor:
     """RAG-Sequence NLL: `-logsumexp_n (sum_t log p(y_t|x,z_n,y_<t) + log p(z_n|x))`, `(B,)` or `()`.
 
     The passage log-prior is added explicitly per passage (not at a BOS position), so the loss is
     right for generators without BOS (T5) and for one-token targets.
     """
+    target = shift_targets_left(labels, pad_token_id)
     logits = tf.cast(seq_logits, tf.float32)
     shape = tf.shape(logits)
     vocab = shape[2]
@@ -90,20 +104,21 @@ def sequence_nll(
 def token_nll(
     seq_logits: tf.Tensor,
     doc_scores: tf.Tensor,
-    target: tf.Tensor,
+    labels: tf.Tensor,
     *,
     n_docs: int,
     pad_token_id: int,
-    bos_token_id: Optional[int] = None,
     reduce_loss: bool = False,
     epsilon: float = 0.0,
     exclude_bos_score: bool = False,
+    bos_token_id: Optional[int] = None,
 ) -> tf.Tensor:
     """RAG-Token NLL: `-sum_t log sum_n p(z_n|x) p(y_t|x,z_n,y_<t)`, `(B,)` or `()`.
 
     Unlike transformers 4.x's TF RAG-Token, `reduce_loss` and `epsilon` (label smoothing) are
     honoured and the loss is per example unless reduced.
     """
+    target = shift_targets_left(labels, pad_token_id)
     ll_w, smooth_w = _token_weights(target, pad_token_id, bos_token_id, exclude_bos_score)
     if not epsilon:
         # Only the target's marginal is needed: log p(y_t|z) for the target alone, then logsumexp over

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 
-from rag_core.arguments import RagInputError, check_context_inputs, resolve, resolve_n_docs
+from rag_core.arguments import (
+    RagInputError,
+    TensorInfo,
+    check_context_inputs,
+    check_tensor_inputs,
+    generator_max_positions,
+    question_encoder_max_positions,
+    resolve,
+    resolve_n_docs,
+)
 from rag_core.configuration_rag import RagConfig
+from rag_core.modeling import context_encoder_pooling, missing_pooler_error, pooling_kind, resolve_config
 from rag_core.outputs import RetrievAugLMOutput
 
 from . import retrieval_bridge
 from .models import registry
-from .rag_pretrained_model import TFRagPreTrainedModel, resolve_config, unpack_mapping_input
+from .rag_pretrained_model import TFRagPreTrainedModel, unpack_mapping_input
 
 
 def _static_shape(tensor, rank: int = 2) -> Optional[tuple]:
@@ -21,6 +32,48 @@ def _static_shape(tensor, rank: int = 2) -> Optional[tuple]:
         return None
     shape = tf.TensorShape(getattr(tensor, "shape", None))
     return tuple(shape.as_list()) if shape.rank is not None else (None,) * rank
+
+
+def tensor_info(name: str, value: Any) -> Optional[TensorInfo]:
+    """What the shared input checks read of a tensor argument: static shape (None: unknown) and dtype name.
+
+    Tensors, numpy arrays and Keras symbolic tensors are read as they are; nested lists through numpy."""
+    if value is None:
+        return None
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        try:
+            value = np.asarray(value)
+        except ValueError as err:  # a ragged nested list
+            raise RagInputError(f"`{name}` is not a rectangular array ({err})") from None
+    shape = tf.TensorShape(value.shape)
+    dtype = getattr(value.dtype, "name", None) or str(value.dtype)
+    return TensorInfo(tuple(shape.as_list()) if shape.rank is not None else None, dtype)
+
+
+def check_inputs(config: RagConfig, **tensors: Any) -> None:
+    """The shared shape and dtype checks (`rag_core.arguments.check_tensor_inputs`) on tensor arguments."""
+    check_tensor_inputs(
+        {name: tensor_info(name, value) for name, value in tensors.items()},
+        generator_positions=generator_max_positions(config.generator),
+        question_positions=question_encoder_max_positions(config.question_encoder),
+    )
+
+
+def pool_encoder_output(outputs: Any, attention_mask, pooling: str) -> tf.Tensor:
+    """The `(B, D)` vector of an encoder output under a pooling name (see `RagConfig.question_encoder_pooling`)."""
+    kind = pooling_kind(pooling)
+    if kind == "pooler":
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooled is None:
+            raise missing_pooler_error(pooling)
+        return pooled
+    hidden = outputs.last_hidden_state
+    if kind == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return tf.reduce_mean(hidden, axis=1)
+    mask = tf.cast(attention_mask, hidden.dtype)[:, :, None]
+    return tf.reduce_sum(hidden * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
 
 
 class TFRagModel(TFRagPreTrainedModel):
@@ -84,7 +137,6 @@ class TFRagModel(TFRagPreTrainedModel):
     def _encode_question(self, input_ids, attention_mask=None, output_attentions=None, output_hidden_states=None,
                          training=False):
         """(vectors, the question encoder's outputs)."""
-        pooling = self.config.resolved_question_encoder_pooling
         outputs = self.question_encoder(
             input_ids,
             attention_mask=attention_mask,
@@ -92,17 +144,7 @@ class TFRagModel(TFRagPreTrainedModel):
             output_hidden_states=output_hidden_states,
             training=training,
         )
-        if pooling in ("dpr", "pooler"):
-            vectors = outputs.pooler_output
-        elif pooling == "cls":
-            vectors = outputs.last_hidden_state[:, 0]
-        else:  # mean over the tokens the attention mask keeps
-            hidden = outputs.last_hidden_state
-            mask = tf.ones(tf.shape(hidden)[:2], hidden.dtype) if attention_mask is None else tf.cast(
-                attention_mask, hidden.dtype)
-            vectors = tf.reduce_sum(hidden * mask[:, :, None], axis=1) / tf.maximum(
-                tf.reduce_sum(mask, axis=1, keepdims=True), 1e-9)
-        return vectors, outputs
+        return pool_encoder_output(outputs, attention_mask, self.config.resolved_question_encoder_pooling), outputs
 
     @unpack_mapping_input
     def call(
@@ -128,6 +170,11 @@ class TFRagModel(TFRagPreTrainedModel):
         `decoder_input_ids` are given per question, `(B, T)`; they are repeated for each passage.
         """
         config = self.config
+        check_inputs(
+            config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, doc_scores=doc_scores, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask,
+        )
         use_cache = resolve(use_cache, config.use_cache)
         output_attentions = resolve(output_attentions, config.output_attentions)
         output_hidden_states = resolve(output_hidden_states, config.output_hidden_states)
@@ -241,12 +288,11 @@ class TFRagModel(TFRagPreTrainedModel):
 
     def _encode_passages(self, retrieved: dict, n_docs: int, dim: int, training: bool) -> tf.Tensor:
         """`(B, N, D)` passage vectors from the trainable context encoder (end-to-end training)."""
-        outputs = self.ctx_encoder(
-            retrieved["tokenized_doc_ids"],
-            attention_mask=retrieved["tokenized_doc_attention_mask"],
-            training=training,
-        )
-        return tf.reshape(outputs.pooler_output, [-1, n_docs, dim])
+        mask = retrieved["tokenized_doc_attention_mask"]
+        outputs = self.ctx_encoder(retrieved["tokenized_doc_ids"], attention_mask=mask, training=training)
+        pooling = context_encoder_pooling(self.config, getattr(getattr(self.ctx_encoder, "config", None), "model_type",
+                                                               None))
+        return tf.reshape(pool_encoder_output(outputs, mask, pooling), [-1, n_docs, dim])
 
     def build(self, input_shape=None):
         self.ensure_built()

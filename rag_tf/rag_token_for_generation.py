@@ -7,11 +7,19 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from rag_core.arguments import RagInputError, resolve, resolve_bos_token_id, resolve_n_docs
+from rag_core.arguments import (
+    RagInputError,
+    check_generate_options,
+    generator_max_positions,
+    resolve,
+    resolve_bos_token_id,
+    resolve_n_docs,
+)
 from rag_core.configuration_rag import RagConfig
 from rag_core.outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput
 
 from . import decoding, generation_utils, losses
+from .rag_model import check_inputs
 from .rag_pretrained_model import _TFRagHead, unpack_mapping_input
 
 
@@ -66,6 +74,11 @@ class TFRagTokenForGeneration(_TFRagHead):
         """Forward pass; with `labels`, the RAG-Token loss. `do_marginalize` returns `(B, T, V)` log-probs.
 
         `**kwargs` are accepted and ignored, as in `rag_pt` (generation utilities pass extra keys)."""
+        check_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, doc_scores=doc_scores,
+            context_input_ids=context_input_ids, context_attention_mask=context_attention_mask,
+        )
         do_marginalize = resolve(do_marginalize, self.config.do_marginalize)
         reduce_loss = resolve(reduce_loss, self.config.reduce_loss)
         exclude_bos_score = resolve(exclude_bos_score, self.config.exclude_bos_score)
@@ -122,13 +135,11 @@ class TFRagTokenForGeneration(_TFRagHead):
 
     def get_nll(self, seq_logits, doc_scores, target, reduce_loss=False, epsilon=0.0, exclude_bos_score=False,
                 n_docs=None):
-        """RAG-Token loss of `target` (the labels; shifted left here). `(B,)`, or `()` with `reduce_loss`."""
-        n_docs = resolve_n_docs(n_docs, self.config.n_docs)
-        pad = self.config.generator.pad_token_id
+        """RAG-Token loss of `target` (the labels, unshifted). `(B,)`, or `()` with `reduce_loss`."""
         return losses.token_nll(
-            seq_logits, doc_scores, losses.shift_targets_left(target, pad), n_docs=n_docs, pad_token_id=pad,
-            bos_token_id=resolve_bos_token_id(self.config), reduce_loss=reduce_loss, epsilon=epsilon,
-            exclude_bos_score=exclude_bos_score)
+            seq_logits, doc_scores, target, n_docs=resolve_n_docs(n_docs, self.config.n_docs),
+            pad_token_id=self.config.generator.pad_token_id, reduce_loss=reduce_loss, epsilon=epsilon,
+            exclude_bos_score=exclude_bos_score, bos_token_id=resolve_bos_token_id(self.config))
 
     def generate(
         self,
@@ -159,6 +170,14 @@ class TFRagTokenForGeneration(_TFRagHead):
         Returns `(B*R, S)` ids; with `return_dict_in_generate` a `GenerateOutput` (sequences, scores, sequences_scores);
         with `output_provenance` a `rag_core.RetrievAugGenerateOutput`.
         """
+        check_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, context_input_ids=context_input_ids,
+            context_attention_mask=context_attention_mask, doc_scores=doc_scores,
+        )
+        check_generate_options(
+            generation_config if generation_config is not None else self.generation_config, kwargs,
+            max_positions=generator_max_positions(self.config.generator),
+        )
         jit_compile = bool(kwargs.pop("jit_compile", False))
         seed = kwargs.pop("seed", None)
         if stopping_criteria:

@@ -27,18 +27,32 @@ def sharpen(config) -> None:
         config.generator.init_std = 0.3
 
 
-def build_pair(tmp_dir, head: str, question_encoder: str, generator: str, passages_dir, seed: int = 0):
+def deepen(config, layers: int = 2) -> None:
+    """`layers` encoder and decoder layers in the generator (the tiny default has one of each)."""
+    gen = config.generator
+    if gen.model_type == "bart":
+        gen.encoder_layers = gen.decoder_layers = layers
+    else:
+        gen.num_layers = gen.num_decoder_layers = layers
+
+
+def build_pair(tmp_dir, head: str, question_encoder: str, generator: str, passages_dir, seed: int = 0,
+               sharpened: bool = True, layers: int = 1, **config_kwargs):
     """(pt_model, tf_model, pt_dir, tf_dir): the TF model loads the PyTorch checkpoint as it is (one
     `model.safetensors` serves both); `tf_dir` holds the same weights converted to transformers' TF
-    layout (`tf_model.h5`) by `rag_core.convert`."""
+    layout (`tf_model.h5`) by `rag_core.convert`. `sharpened=False` keeps the default initialisation
+    (nearly flat next-token distributions: generation then has to agree without wide margins)."""
     import torch
 
     import rag_pt
     import rag_tf
     from rag_core.convert import convert_checkpoint
 
-    config = tiny_rag_config(question_encoder, generator, **tiny_index_paths(passages_dir))
-    sharpen(config)
+    config = tiny_rag_config(question_encoder, generator, **tiny_index_paths(passages_dir), **config_kwargs)
+    if sharpened:
+        sharpen(config)
+    if layers != 1:
+        deepen(config, layers)
     torch.manual_seed(seed)
     pt_model = getattr(rag_pt, HEADS[head])(config).eval()
     pt_dir, tf_dir = tmp_dir / "pt", tmp_dir / "tf"

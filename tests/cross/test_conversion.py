@@ -125,7 +125,7 @@ def test_tf_reads_pytorch_safetensors_and_writes_them_back_bit_identically(tmp_p
     np.testing.assert_array_equal(_pt_logits(pt_back.eval(), inputs), _pt_logits(pt_model, inputs))
 
 
-@pytest.mark.parametrize("generator", ["bart", "t5"])
+@pytest.mark.parametrize("generator", ["bart", "t5", "t5-v1.1"])
 def test_transformers_tf_layout_is_read_and_written_through_the_table(tmp_path, generator):
     """`tf_model.h5` (transformers 4.x's TensorFlow layout): the converter's file loads into our TF
     model, and `save_pretrained(save_format="h5")` converts back to the original file bit for bit."""
@@ -136,7 +136,8 @@ def test_transformers_tf_layout_is_read_and_written_through_the_table(tmp_path, 
 
     torch.manual_seed(0)
     config = multi_layer_config(generator)
-    rag_pt.RagTokenForGeneration(config).save_pretrained(tmp_path / "pt")
+    pt_model = rag_pt.RagTokenForGeneration(config).eval()
+    pt_model.save_pretrained(tmp_path / "pt")
     written = load_file(tmp_path / "pt" / "model.safetensors")
     convert_checkpoint(tmp_path / "pt", tmp_path / "h5", to="tf")
     assert not (tmp_path / "h5" / "model.safetensors").exists()
@@ -144,6 +145,8 @@ def test_transformers_tf_layout_is_read_and_written_through_the_table(tmp_path, 
     held = tf_model.pt_weights()
     for name, value in written.items():
         assert held[name].tobytes() == value.tobytes(), name
+    inputs = _inputs(config)
+    assert_close("logits", _tf_logits(tf_model, inputs), _pt_logits(pt_model, inputs), f"h5 {generator}")
 
     tf_model.save_pretrained(tmp_path / "h5-saved", save_format="h5")
     assert (tmp_path / "h5-saved" / "tf_model.h5").is_file()

@@ -168,3 +168,59 @@ def tmpdir():
 
 def listdir(path):
     return sorted(os.listdir(path))
+
+
+# === brute force of RAG-Sequence generation (no code of the model's `generate`) ===
+def rag_sequence_brute_force(model, context, rescore: str, num_beams: int, max_length: int) -> list:
+    """Per question, `[(candidate ids, score)]` best first: the candidates from the generator's own
+    `generate` on every context, scored by the model's forward with `labels` (`-loss`, thorough,
+    with `exclude_bos_score=True` over the question's distinct candidates) or by a teacher-forced
+    pass under each passage that produced them plus `log p(z|x)`, summed over those passages (fast).
+    `context`: numpy arrays or tensors. Disable forced EOS for "fast" with beams: a beam cut at
+    `max_length` then scores its last token as decoded."""
+    ids, mask, doc_scores = (torch.as_tensor(np.asarray(context[k])) for k in
+                             ("context_input_ids", "context_attention_mask", "doc_scores"))
+    batch, n_docs = doc_scores.shape
+    pad = model.config.generator.pad_token_id
+    with torch.no_grad():
+        candidates = model.generator.generate(input_ids=ids, attention_mask=mask, num_beams=num_beams,
+                                              num_return_sequences=num_beams, max_length=max_length)
+    candidates = candidates.view(batch, n_docs * num_beams, -1)
+    doc_lp = torch.log_softmax(doc_scores.double(), 1)
+    ranked = []
+    for b in range(batch):
+        scores = {}
+        if rescore == "fast":
+            rows = torch.tensor([b * n_docs + i // num_beams for i in range(n_docs * num_beams)])
+            labels = candidates[b]
+            with torch.no_grad():
+                logits = model.generator(input_ids=ids[rows], attention_mask=mask[rows], decoder_input_ids=labels).logits
+            target = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], pad)], 1)
+            picked = torch.log_softmax(logits.double(), -1).gather(-1, target[:, :, None])[..., 0]
+            own = picked.where(target != pad, 0.0).sum(1)
+            for i, cand in enumerate(map(tuple, labels.tolist())):
+                term = float(own[i] + doc_lp[b, i // num_beams])
+                scores[cand] = float(np.logaddexp(scores.get(cand, -np.inf), term))
+        else:
+            unique = torch.tensor(list(dict.fromkeys(map(tuple, candidates[b].tolist()))))
+            rows = torch.arange(b * n_docs, (b + 1) * n_docs).repeat(len(unique))
+            with torch.no_grad():
+                loss = model(context_input_ids=ids[rows], context_attention_mask=mask[rows],
+                             doc_scores=doc_scores[b].repeat(len(unique), 1), labels=unique, exclude_bos_score=True,
+                             reduce_loss=False).loss
+            scores = {tuple(c): -float(l) for c, l in zip(unique.tolist(), loss)}
+        ranked.append(sorted(scores.items(), key=lambda kv: -kv[1]))
+    return ranked
+
+
+def check_ranking(expected: list, sequences, sequences_scores, num_return_sequences: int, pad: int,
+                  rtol: float = 1e-5, atol: float = 1e-4, what: str = "") -> None:
+    """`generate`'s `(B*R, S)` ids and `(B*R,)` scores are the top R of `expected` (fewer distinct
+    candidates: rows of padding scored -inf)."""
+    ids = np.asarray(sequences).reshape(len(expected), num_return_sequences, -1)
+    scores = np.asarray(sequences_scores).reshape(len(expected), num_return_sequences)
+    for b, ranked in enumerate(expected):
+        want = ranked[:num_return_sequences]
+        want += [((pad,) * ids.shape[-1], -np.inf)] * (num_return_sequences - len(want))
+        np.testing.assert_allclose(scores[b], [s for _, s in want], rtol=rtol, atol=atol, err_msg=f"{what} {b}")
+        np.testing.assert_array_equal(ids[b], np.array([c for c, _ in want]), err_msg=f"{what} {b}")

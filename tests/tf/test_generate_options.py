@@ -51,8 +51,8 @@ def test_bad_words_are_never_generated(token_pair, bart_contexts):
 
 
 def test_rag_sequence_rescoring_is_not_retraced_per_call(sequence_pair):
-    """The rescoring graph is cached with its settings bound: new context lengths relax its shapes
-    once (reduce_retracing) instead of retracing on every call."""
+    """The rescoring graph (the generator's scoring pass) is cached per model: new context and
+    candidate lengths relax its shapes once (reduce_retracing) instead of retracing on every call."""
     model = sequence_pair[0]
     rng = np.random.default_rng(0)
     for length in (4, 6, 5, 7):
@@ -60,5 +60,5 @@ def test_rag_sequence_rescoring_is_not_retraced_per_call(sequence_pair):
                        context_attention_mask=np.ones((6, length), np.int32), doc_scores=np.zeros((2, 3), np.float32),
                        max_length=6)
     traces = [f.experimental_get_tracing_count() for key, f in model.__dict__["_rag_decode_functions"].items()
-              if key[0] == "sequence-rescore" and key[1].max_length == 6]
+              if key[0] == "sequence-rescore"]
     assert traces and max(traces) <= 2, traces

@@ -32,7 +32,7 @@ def _inputs(bos_first: bool):
 def test_loss_matches_numpy(kind, eps, reduce, exclude_bos, bos_first):
     logits, scores, labels = _inputs(bos_first)
     fn = losses.token_nll if kind == "token" else losses.sequence_nll
-    got = fn(tf.constant(logits), tf.constant(scores), losses.shift_targets_left(tf.constant(labels), PAD),
+    got = fn(tf.constant(logits), tf.constant(scores), tf.constant(labels),
              n_docs=N, pad_token_id=PAD, bos_token_id=BOS, reduce_loss=reduce, epsilon=eps,
              exclude_bos_score=exclude_bos)
     want = np_loss(kind, logits, scores, labels, N, PAD, BOS, eps, reduce, exclude_bos)
@@ -46,9 +46,8 @@ def test_losses_trace_once_in_graph_with_dynamic_batch():
     @tf.function(input_signature=[tf.TensorSpec([None, T, V]), tf.TensorSpec([None, N]),
                                   tf.TensorSpec([None, T], tf.int32)])
     def both(lg, sc, lb):
-        target = losses.shift_targets_left(lb, PAD)
         kw = dict(n_docs=N, pad_token_id=PAD, bos_token_id=BOS, epsilon=0.1, exclude_bos_score=True)
-        return losses.token_nll(lg, sc, target, **kw), losses.sequence_nll(lg, sc, target, **kw)
+        return losses.token_nll(lg, sc, lb, **kw), losses.sequence_nll(lg, sc, lb, **kw)
 
     token, sequence = both(logits, scores, labels)
     np.testing.assert_allclose(token, np_loss("token", logits, scores, labels, N, PAD, BOS, 0.1, False, True),

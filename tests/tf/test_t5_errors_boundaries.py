@@ -66,8 +66,8 @@ def test_bad_input_gets_clear_errors_at_trace_time(token_pair, bart_contexts):
         return model(context_input_ids=context_input_ids, context_attention_mask=context_input_ids,
                      doc_scores=doc_scores, n_docs=3, decoder_input_ids=context_input_ids[:, :1]).logits
 
-    # raised while tracing, before any data (autograph wraps it in a StagingError carrying the message)
-    with pytest.raises(Exception, match="n_docs=3 disagrees with `doc_scores`"):
+    # raised while tracing, before any data, as the library's own class (not autograph's StagingError)
+    with pytest.raises(RagInputError, match="n_docs=3 disagrees with `doc_scores`"):
         traced.get_concrete_function()
 
 
