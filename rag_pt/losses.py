@@ -81,7 +81,8 @@ def token_nll(
     if exclude_bos_score and first_target_is_bos(target, bos_token_id):
         token_ll = token_ll[:, 1:]
     ll = token_ll.sum(1)
-    smooth = marginal.sum(-1).where(keep, 0.0).sum(1) if marginal is not None else None
+    # summed in float32, as in sequence_token_logprobs
+    smooth = marginal.sum(-1, dtype=torch.float32).where(keep, 0.0).sum(1) if marginal is not None else None
     return combine_nll(ll, smooth, epsilon, seq_logits.shape[-1], reduce_loss)
 
 
@@ -93,7 +94,8 @@ def sequence_token_logprobs(seq_logits: Tensor, target_rows: Tensor, with_smooth
         return target_logits - torch.logsumexp(seq_logits, dim=-1), None
     logprobs = F.log_softmax(seq_logits, dim=-1)
     token_lp = logprobs.gather(-1, target_rows.unsqueeze(-1)).squeeze(-1)
-    return token_lp, logprobs.sum(-1)
+    # summed in float32: V log-probs of a half-precision model overflow float16 (50k x -10 < -65504)
+    return token_lp, logprobs.sum(-1, dtype=torch.float32)
 
 
 def sequence_marginal(
@@ -117,7 +119,8 @@ def sequence_marginal(
     ll = torch.logsumexp(token_lp.where(score_mask, 0.0).sum(-1) + doc_logprobs, dim=1)
     smooth = None
     if smooth_lp is not None:
-        smooth = torch.logsumexp(smooth_lp.where(keep, 0.0).sum(-1) + vocab_size * doc_logprobs, dim=1)
+        # float32: V * log p(z|x) leaves float16's range for any real vocabulary
+        smooth = torch.logsumexp(smooth_lp.float().where(keep, 0.0).sum(-1) + vocab_size * doc_logprobs.float(), dim=1)
     return ll, smooth
 
 

@@ -159,3 +159,22 @@ def test_autocast_training_step(reference, questions, generator_tokenizers, dtyp
     assert grads and all(torch.isfinite(g).all() for g in grads)
     # gradients reach the question encoder through the doc scores
     assert any(float(p.grad.abs().max()) > 0 for p in model.rag.question_encoder.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("loss", ["token_nll", "sequence_nll"])
+def test_label_smoothed_losses_stay_finite_with_a_real_vocabulary(loss):
+    """The smoothing term sums log-probs over the whole vocabulary: 50k of them leave float16's range
+    unless accumulated in float32."""
+    from rag_pt import losses
+
+    gen = torch.Generator().manual_seed(0)
+    n_docs, vocab = 2, 50_000
+    logits = torch.randn(2 * n_docs, 4, vocab, generator=gen) * 3
+    doc_scores = torch.tensor([[1.0, -2.0], [0.5, empty_score := -65504.0]])
+    labels = torch.randint(3, vocab, (2, 4), generator=gen)
+    fn = getattr(losses, loss)
+    kwargs = {"n_docs": n_docs, "pad_token_id": 1, "epsilon": 0.1}
+    want = fn(logits, doc_scores, labels, **kwargs)
+    got = fn(logits.half(), doc_scores.half(), labels, **kwargs)
+    assert empty_score == torch.finfo(torch.float16).min and torch.isfinite(got).all()
+    np.testing.assert_allclose(support.numpy(got.float()), support.numpy(want), rtol=LOSS_RTOL[torch.float16])
