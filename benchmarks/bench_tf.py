@@ -52,10 +52,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,67 +92,13 @@ PREVIOUS_COMMITTED = {  # benchmarks/RESULTS.md as committed in c20f845 (context
 
 
 # === Data ===
-def _passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """n passages of 60-100 words from Python's own language reference, every word (symbols included)."""
-    return common.reference_passages(n, 60, 100, alphabetic=False, seed=seed)
-
-
-def _short_passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
-    """n passages of exactly 60 alphabetic words (~80 generator tokens with the title)."""
-    return common.reference_passages(n, 60, 61, alphabetic=True, seed=seed)
-
-
-LENGTHS = {
-    "300": {"max_combined_length": 300, "passages": _passages, "index": "kb",
-            "what": "60-100-word passages (all words), max_combined_length 300"},
-    "128": {"max_combined_length": 128, "passages": _short_passages, "index": "kb-60w",
-            "what": "short: 60-word passages, max_combined_length 128"},
-}
-
-
-def _questions(n: int, seed: int) -> list[str]:
-    """n distinct questions: a harness question plus four random words of the language reference."""
-    import numpy as np
-
-    from tests.harness.retrieval import QUESTIONS
-
-    words = common.reference_words(True)
-    rng = np.random.default_rng(seed)
-    return [f"{QUESTIONS[i % len(QUESTIONS)]} {' '.join(rng.choice(words, 4))}" for i in range(n)]
-
-
-def _question_pool(n_batches: int, seed: int = 1, batch: int = BATCH) -> list[dict]:
-    """`n_batches` batches of `batch` fresh questions, each `{input_ids, attention_mask, labels}` (int32
-    numpy, padded to one length for the whole pool, so that they also stack into a tf.data dataset)."""
-    import numpy as np
-
-    tok = _tokenizer()
-    questions = _questions(n_batches * batch, seed)
-    q = tok(questions, padding="longest", return_tensors="np")
-    rng = np.random.default_rng(seed)
-    answers = [" ".join(rng.choice(["paris", "berlin", "python", "river", "capital", "state", "code"], LABEL_TOKENS))
-               for _ in questions]
-    labels = tok(answers, padding="max_length", truncation=True, max_length=LABEL_TOKENS, return_tensors="np")
-    batches = []
-    for b in range(n_batches):
-        rows = slice(b * batch, (b + 1) * batch)
-        batches.append({"input_ids": q["input_ids"][rows].astype(np.int32),
-                        "attention_mask": q["attention_mask"][rows].astype(np.int32),
-                        "labels": labels["input_ids"][rows].astype(np.int32)})
-    return batches
-
-
-class Stream:
-    """Hands out batches of the pool in order, each once (wrapping round only if the pool runs out)."""
-
-    def __init__(self, pool: list[dict]):
-        self.pool, self.position, self.wrapped = pool, 0, False
-
-    def take(self, k: int) -> list[dict]:
-        out = [self.pool[(self.position + i) % len(self.pool)] for i in range(k)]
-        self.position += k
-        self.wrapped |= self.position > len(self.pool)
-        return out
+# The data, the fresh question batches, ours' retriever log and the timing loop are shared with
+# bench_pt (benchmarks.common): both suites time the same passages and questions the same way.
+LENGTHS = common.LENGTHS
+_passages, _short_passages = common.long_passages, common.short_passages
+_questions, _question_pool = common.bench_questions, common.question_pool
+Stream, RetrievalLog = common.Stream, common.RetrievalLog
+_length_label = common.length_label
 
 
 def _mean_question_direction(model, n: int = 512):
@@ -166,28 +110,12 @@ def _mean_question_direction(model, n: int = 512):
     enc = tok(_questions(n, seed=12345), padding=True, return_tensors="np")
     vectors = np.asarray(model.rag.encode_question(tf.constant(enc["input_ids"].astype(np.int32)),
                                                    tf.constant(enc["attention_mask"].astype(np.int32))))
-    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    mean = vectors.mean(axis=0)
-    return mean / np.linalg.norm(mean), float(np.linalg.norm(mean))
+    return common.mean_direction(vectors)
 
 
 def _index(name: str, passages, n: int, dim: int, direction) -> str:
-    """`passages(n)` with clustered unit vectors orthogonal to `direction`, in the original's `custom`
-    layout, cached under _work/bench_tf/ (keyed by the direction, i.e. by the question encoder)."""
-    import numpy as np
-
-    from tests.harness.retrieval import write_passages
-
-    key = hashlib.sha1(np.round(direction, 4).astype(np.float32).tobytes()).hexdigest()[:10]
-    folder = os.path.join(WORK, f"{name}-{n}x{dim}-{key}")
-    if not os.path.isfile(os.path.join(folder, "index.faiss")):
-        vectors = common.synthetic_vectors(n, dim, seed=0, n_clusters=max(10, n // 20))
-        vectors -= np.outer(vectors @ direction, direction)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        tmp = folder + ".partial"
-        write_passages(tmp, passages(n), vectors.astype(np.float32))
-        os.replace(tmp, folder)
-    return folder
+    """`passages(n)` with clustered unit vectors orthogonal to `direction`, cached under _work/bench_tf/."""
+    return common.orthogonal_index(WORK, name, passages, n, dim, direction)
 
 
 # === Models ===
@@ -231,50 +159,6 @@ def _build(length: str, n: int, d_model: int, layers: int) -> dict:
             "log": RetrievalLog(ours_retriever), "checkpoints": checkpoints, "concentration": concentration}
 
 
-class RetrievalLog:
-    """Per call of ours' retriever: passages retrieved, how many it had tokenized before (cache hits),
-    and the padded context length. Wraps two methods of the retriever's context assembler (read only)."""
-
-    def __init__(self, retriever):
-        import numpy as np
-
-        self.calls: list[tuple[int, int, int]] = []
-        self.seen: set = set()
-        contexts = getattr(retriever, "contexts", None)
-        if contexts is None or not hasattr(contexts, "cached_passages") or not hasattr(contexts, "assemble"):
-            self.active = False
-            return
-        self.active, pending = True, {}
-        cached_passages, assemble = contexts.cached_passages, contexts.assemble
-
-        def logged_cached_passages(doc_ids, *args, **kwargs):
-            ids = [int(i) for i in np.asarray(doc_ids).reshape(-1) if i >= 0]
-            pending["n"], pending["hits"] = len(ids), sum(i in self.seen for i in ids)
-            self.seen.update(ids)
-            return cached_passages(doc_ids, *args, **kwargs)
-
-        def logged_assemble(*args, **kwargs):
-            ids, mask = assemble(*args, **kwargs)
-            self.calls.append((pending.pop("n", 0), pending.pop("hits", 0), int(np.shape(ids)[1])))
-            return ids, mask
-
-        contexts.cached_passages = logged_cached_passages
-        contexts.assemble = logged_assemble
-
-    def mark(self) -> int:
-        return len(self.calls)
-
-    def since(self, mark: int) -> dict:
-        calls = self.calls[mark:]
-        if not calls:
-            return {}
-        n = sum(c[0] for c in calls)
-        return {"hit_rate": sum(c[1] for c in calls) / n if n else None,
-                "padded_mean": statistics.mean(c[2] for c in calls),
-                "padded_min": min(c[2] for c in calls), "padded_max": max(c[2] for c in calls)}
-
-
-# === Timing ===
 def _timed(fn) -> float:
     gc.collect()
     start = time.perf_counter()
@@ -282,50 +166,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _ids(result):
-    import numpy as np
-
-    return np.asarray(getattr(result, "sequences", result))
-
-
 def time_case(ours_fn, original_fn, stream: Stream, log: RetrievalLog, quick: bool, budget_s: float,
               check_ids: bool, notes: list, name: str):
-    """Warm up (ours OURS_WARMUP calls, the original ORIGINAL_WARMUP) on fresh batches, then alternate
-    both on the same fresh batches. Returns (ours Measurement, original Measurement or None, log stats)."""
-    warm = stream.take(OURS_WARMUP)
-    warm_ours, warm_orig = [], []
-    start = time.perf_counter()
-    first_ours = ours_fn(warm[0])
-    warm_ours.append(time.perf_counter() - start)
-    if original_fn is not None:
-        start = time.perf_counter()
-        first_orig = original_fn(warm[0])
-        warm_orig.append(time.perf_counter() - start)
-        if check_ids:  # the same ids, or the timing compares different work
-            a, b = _ids(first_ours), _ids(first_orig)
-            if a.shape != b.shape or not (a == b).all():
-                same = float((a == b).mean()) if a.shape == b.shape else 0.0
-                notes.append(f"{name}: ours' ids differ from the original's on the check batch "
-                             f"({a.shape} vs {b.shape}, {same:.0%} of tokens equal)")
-    for batch in warm[1:]:
-        warm_ours.append(_timed(lambda: ours_fn(batch)))
-    repeats = common.repeats_for(quick)
-    cap = os.environ.get(common.MAX_BUDGET_ENV)
-    budget = min(budget_s, float(cap)) if cap else budget_s
-    per_round = warm_ours[-1] + (warm_orig[-1] if warm_orig else 0.0)
-    repeats = max(1 if quick else common.MIN_REPEATS, min(repeats, int(budget // max(per_round, 1e-9))))
-    timed = stream.take(repeats)
-    mark = log.mark()
-    t_ours, t_orig = [], []
-    for i, batch in enumerate(timed):
-        pair = [(ours_fn, t_ours), (original_fn, t_orig)]
-        for fn, sink in (pair if i % 2 == 0 else pair[::-1]):
-            if fn is not None:
-                sink.append(_timed(lambda: fn(batch)))
-    stats = log.since(mark)
-    m_ours = common.Measurement(t_ours, warmup=len(warm_ours), warmup_s=warm_ours)
-    m_orig = common.Measurement(t_orig, warmup=len(warm_orig), warmup_s=warm_orig) if original_fn else None
-    return m_ours, m_orig, stats
+    """`common.time_case` with ours warmed up OURS_WARMUP times (tracing, XLA compilation), the original
+    ORIGINAL_WARMUP times; both then alternate on the same fresh batches."""
+    return common.time_case(ours_fn, original_fn, stream, log, quick, budget_s, check_ids, notes, name,
+                            ours_warmup=OURS_WARMUP, original_warmup=ORIGINAL_WARMUP)
 
 
 def _fit_case(model, optimizer, pool_stream: Stream, quick: bool, keras_fit_kwargs=None):
@@ -352,8 +198,8 @@ def _fit_case(model, optimizer, pool_stream: Stream, quick: bool, keras_fit_kwar
 
 
 # === The plan ===
-def _plan(quick: bool) -> list[tuple]:
-    """(key, name, head, generate kwargs or None for `call`, target, ours-only note)."""
+def _plan(quick: bool, cases=None) -> list[tuple]:
+    """(key, name, head, generate kwargs or None for `call`, target, ours-only note); `cases`: only these keys."""
     plan = [
         ("call", "call RAG-Token (forward + loss, retrieval)", TOKEN, None, 1.5, None),
         ("token_greedy", "RAG-Token generate greedy", TOKEN, {"num_beams": 1}, 5.0, None),
@@ -366,15 +212,16 @@ def _plan(quick: bool) -> list[tuple]:
     ]
     if quick:
         plan = [row for row in plan if row[0] in ("call", "token_greedy", "sequence_greedy")]
+    if cases is not None:
+        plan = [row for row in plan if row[0] in cases]
     return plan
 
 
-def _length_label(length: str) -> str:
-    return "contexts 300" if length == "300" else "contexts 128 (short)"
+CASE_KEYS = ("call", "token_greedy", "token_greedy_xla", "token_beam", "sequence_greedy", "sequence_beam", "fit")
 
 
 def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cases: list, rows: list,
-                notes: list) -> dict:
+                notes: list, keys=None) -> dict:
     import tensorflow as tf
 
     spec = LENGTHS[length]
@@ -404,7 +251,7 @@ def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cas
     def original_kwargs(kwargs):
         return {k: v for k, v in kwargs.items() if k != "jit_compile"}
 
-    for key, name, head, kwargs, target, note in _plan(quick):
+    for key, name, head, kwargs, target, note in _plan(quick, keys):
         full_name = f"{name}, {label}"
         ours, original = built["ours"][head], built["original"][head]
         items = batch * new_tokens if kwargs is not None else None
@@ -428,7 +275,7 @@ def _run_length(length: str, n: int, d_model: int, layers: int, quick: bool, cas
         rows.append(dict(row, _key=key, _length=length, _stats=stats))
         print(json.dumps({k: row.get(k) for k in ("name", "ours_s", "original_s", "ratio", "target")}), flush=True)
 
-    if not quick:  # tracing the train step takes ~30 s: the full run only
+    if not quick and (keys is None or "fit" in keys):  # tracing the train step takes ~30 s: the full run only
         _fit_row(built, stream, log, quick, label, length, cases, rows, notes)
     if stream.wrapped:
         notes.append(f"{label}: the question pool ran out and was reused (some timed batches repeated)")
@@ -624,11 +471,12 @@ def _versions() -> str:
     return (f"ours: rag-twin {v('rag-twin')} (rag_tf) on tensorflow {v('tensorflow')} with keras {v('keras')}; "
             f"original: transformers {v('transformers')} TF RAG classes on tf-keras {v('tf-keras')} and the same "
             f"tensorflow; numpy {v('numpy')}, tokenizers {v('tokenizers')}, faiss-cpu {v('faiss-cpu')}, "
-            f"datasets {v('datasets')}; python {sys.version.split()[0]} ({sys.executable})")
+            f"datasets {v('datasets')}; torch {v('torch')} installed (unused by both sides' TF models); python {sys.version.split()[0]} ({sys.executable})")
 
 
 def run(quick: bool = False, d_model: int = 256, layers: int = 2, n_passages=None, lengths=None,
-        rss: bool = None, **_ignored) -> dict:
+        rss: bool = None, cases=None, **_ignored) -> dict:
+    """`cases`: only these of CASE_KEYS (default: all); `rss`: the peak-RSS children (default: a full run)."""
     import keras
     import transformers
 
@@ -639,14 +487,18 @@ def run(quick: bool = False, d_model: int = 256, layers: int = 2, n_passages=Non
     if not keras.__version__.startswith("3"):
         raise RuntimeError(f"`import keras` gives keras {keras.__version__}; rag_tf needs Keras 3")
     n = n_passages or (QUICK_N_PASSAGES if quick else N_PASSAGES)
+    if cases is not None:
+        unknown = sorted(set(cases) - set(CASE_KEYS))
+        if unknown:
+            raise ValueError(f"unknown TF case(s) {unknown}: choose from {list(CASE_KEYS)}")
     if lengths is None:
         lengths = ["128"] if quick else (["300", "128"] if d_model == 256 else ["300"])
     rss = (not quick and d_model == 256) if rss is None else rss
-    cases, rows, notes, tables = [], [], [], []
+    cases_out, rows, notes, tables = [], [], [], []
     notes.append("Versions — " + _versions())
     checkpoints = {}
     for length in lengths:
-        built = _run_length(length, n, d_model, layers, quick, cases, rows, notes)
+        built = _run_length(length, n, d_model, layers, quick, cases_out, rows, notes, cases)
         checkpoints[length] = built["checkpoints"]
         del built
         gc.collect()
@@ -671,8 +523,10 @@ def run(quick: bool = False, d_model: int = 256, layers: int = 2, n_passages=Non
         "its ratios as quoted in the brief and as committed in RESULTS.md (c20f845, measured when every question "
         "retrieved the same few passages, i.e. with ours' passage-token cache hitting).",
     ]
+    if cases is not None:
+        notes.append("Cases run: " + ", ".join(k for k in CASE_KEYS if k in cases) + " (`cases`); the others not run.")
     return common.suite_result(
-        "tf", cases, notes=notes, tables=tables,
+        "tf", cases_out, notes=notes, tables=tables,
         config={"batch": QUICK_BATCH if quick else BATCH, "n_docs": N_DOCS, "d_model": d_model, "layers": f"{layers}+{layers}",
                 "vocab": 30522, "passages": n, "new_tokens": QUICK_NEW_TOKENS if quick else NEW_TOKENS, "label_tokens": LABEL_TOKENS,
                 "max_combined_length": " and ".join(str(LENGTHS[x]["max_combined_length"]) for x in lengths),
@@ -686,6 +540,7 @@ def main(argv=None) -> None:
     parser.add_argument("--passages", type=int, default=None)
     parser.add_argument("--lengths", default=None, help="comma-separated: 300,128 (default: both; --quick: 128)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    parser.add_argument("--cases", default=None, help=f"comma-separated, of {','.join(CASE_KEYS)} (default: all)")
     parser.add_argument("--json", default=None, help="also write the result dict here")
     parser.add_argument("--rss-child", choices=("ours", "original"), help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
@@ -697,7 +552,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     load_start = os.getloadavg()
     result = run(quick=args.quick, n_passages=args.passages,
-                 lengths=args.lengths.split(",") if args.lengths else None, rss=False if args.no_rss else None)
+                 lengths=args.lengths.split(",") if args.lengths else None, rss=False if args.no_rss else None,
+                 cases=args.cases.split(",") if args.cases else None)
     result["load_average"] = {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]}
     result["wall_s"] = time.perf_counter() - started
     if args.json:

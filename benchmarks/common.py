@@ -414,6 +414,229 @@ def bench_passages_index(name: str, passages: Callable[[int], list], n: int, dim
     return folder
 
 
+# === Fresh question batches, retrieval that varies with the question (bench_pt, bench_tf) ===
+def long_passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n passages of 60-100 words of the language reference, every word (symbols included): many of
+    their contexts reach 300 generator tokens, the original's default `max_combined_length`."""
+    return reference_passages(n, 60, 100, alphabetic=False, seed=seed)
+
+
+def short_passages(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n passages of exactly 60 alphabetic words (~80 generator tokens with the title)."""
+    return reference_passages(n, 60, 61, alphabetic=True, seed=seed)
+
+
+# The two context lengths both model suites report: the original's default and a short one.
+LENGTHS = {
+    "300": {"max_combined_length": 300, "passages": long_passages, "index": "kb",
+            "what": "60-100-word passages (all words), max_combined_length 300"},
+    "128": {"max_combined_length": 128, "passages": short_passages, "index": "kb-60w",
+            "what": "short: 60-word passages, max_combined_length 128"},
+}
+
+
+def length_label(length: str) -> str:
+    return "contexts 300" if length == "300" else "contexts 128 (short)"
+
+
+def bench_questions(n: int, seed: int) -> list[str]:
+    """n distinct questions: a harness question plus four random words of the language reference."""
+    import numpy as np
+
+    from tests.harness.retrieval import QUESTIONS
+
+    words = reference_words(True)
+    rng = np.random.default_rng(seed)
+    return [f"{QUESTIONS[i % len(QUESTIONS)]} {' '.join(rng.choice(words, 4))}" for i in range(n)]
+
+
+def question_pool(n_batches: int, seed: int = 1, batch: int = BATCH) -> list[dict]:
+    """`n_batches` batches of `batch` fresh questions, each `{input_ids, attention_mask, labels}` (int32
+    numpy, padded to one length for the whole pool, so that they also stack into a tf.data dataset)."""
+    import numpy as np
+
+    tok = bench_tokenizer()
+    questions = bench_questions(n_batches * batch, seed)
+    q = tok(questions, padding="longest", return_tensors="np")
+    rng = np.random.default_rng(seed)
+    answers = [" ".join(rng.choice(["paris", "berlin", "python", "river", "capital", "state", "code"], LABEL_TOKENS))
+               for _ in questions]
+    labels = tok(answers, padding="max_length", truncation=True, max_length=LABEL_TOKENS, return_tensors="np")
+    batches = []
+    for b in range(n_batches):
+        rows = slice(b * batch, (b + 1) * batch)
+        batches.append({"input_ids": q["input_ids"][rows].astype(np.int32),
+                        "attention_mask": q["attention_mask"][rows].astype(np.int32),
+                        "labels": labels["input_ids"][rows].astype(np.int32)})
+    return batches
+
+
+class Stream:
+    """Hands out batches of the pool in order, each once (wrapping round only if the pool runs out)."""
+
+    def __init__(self, pool: list[dict]):
+        self.pool, self.position, self.wrapped = pool, 0, False
+
+    def take(self, k: int) -> list[dict]:
+        out = [self.pool[(self.position + i) % len(self.pool)] for i in range(k)]
+        self.position += k
+        self.wrapped |= self.position > len(self.pool)
+        return out
+
+
+def mean_direction(vectors) -> tuple:
+    """(unit mean direction of the rows of `vectors` after normalising them, the mean's length)."""
+    import numpy as np
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    mean = vectors.mean(axis=0)
+    return mean / np.linalg.norm(mean), float(np.linalg.norm(mean))
+
+
+def orthogonal_index(work: str, name: str, passages: Callable[[int], list], n: int, dim: int, direction) -> str:
+    """`passages(n)` with clustered unit vectors orthogonal to `direction`, in the original's `custom`
+    layout, cached under `work` (keyed by the direction, i.e. by the question encoder).
+
+    A random question encoder maps all questions to nearly one direction; without this, every question
+    would retrieve the same few passages and ours would time only its passage-token cache hits."""
+    import hashlib
+
+    import numpy as np
+
+    from tests.harness.retrieval import write_passages
+
+    key = hashlib.sha1(np.round(direction, 4).astype(np.float32).tobytes()).hexdigest()[:10]
+    folder = os.path.join(work, f"{name}-{n}x{dim}-{key}")
+    if not os.path.isfile(os.path.join(folder, "index.faiss")):
+        vectors = synthetic_vectors(n, dim, seed=0, n_clusters=max(10, n // 20))
+        vectors -= np.outer(vectors @ direction, direction).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        tmp = folder + ".partial"
+        write_passages(tmp, passages(n), vectors.astype(np.float32))
+        os.replace(tmp, folder)
+    return folder
+
+
+class RetrievalLog:
+    """Per call of ours' retriever: passages retrieved, how many it had tokenized before (cache hits),
+    and the padded context length. Wraps two methods of the retriever's context assembler (read only)."""
+
+    def __init__(self, retriever):
+        import numpy as np
+
+        self.calls: list[tuple[int, int, int]] = []
+        self.seen: set = set()
+        contexts = getattr(retriever, "contexts", None)
+        if contexts is None or not hasattr(contexts, "cached_passages") or not hasattr(contexts, "assemble"):
+            self.active = False
+            return
+        self.active, pending = True, {}
+        cached_passages, assemble = contexts.cached_passages, contexts.assemble
+
+        def logged_cached_passages(doc_ids, *args, **kwargs):
+            ids = [int(i) for i in np.asarray(doc_ids).reshape(-1) if i >= 0]
+            pending["n"], pending["hits"] = len(ids), sum(i in self.seen for i in ids)
+            self.seen.update(ids)
+            return cached_passages(doc_ids, *args, **kwargs)
+
+        def logged_assemble(*args, **kwargs):
+            ids, mask = assemble(*args, **kwargs)
+            self.calls.append((pending.pop("n", 0), pending.pop("hits", 0), int(np.shape(ids)[1])))
+            return ids, mask
+
+        contexts.cached_passages = logged_cached_passages
+        contexts.assemble = logged_assemble
+
+    def forget(self) -> None:
+        """Count every later passage as new (after the retriever's cache was cleared)."""
+        self.seen.clear()
+
+    def mark(self) -> int:
+        return len(self.calls)
+
+    def since(self, mark: int) -> dict:
+        calls = self.calls[mark:]
+        if not calls:
+            return {}
+        n = sum(c[0] for c in calls)
+        return {"hit_rate": sum(c[1] for c in calls) / n if n else None,
+                "padded_mean": statistics.mean(c[2] for c in calls),
+                "padded_min": min(c[2] for c in calls), "padded_max": max(c[2] for c in calls),
+                "retriever_calls": len(calls)}
+
+
+def padding_note(stats: dict, original_pad: int) -> str:
+    """How each side padded its contexts in the timed calls, and ours' cache hit rate."""
+    if not stats:
+        return ""
+    return (f"ours padded to {stats['padded_mean']:.0f} tokens on average (longest in batch, "
+            f"{stats['padded_min']}-{stats['padded_max']}), the original to {original_pad}; "
+            f"ours' passage-token cache hits {stats['hit_rate']:.0%}")
+
+
+def _as_ids(result):
+    import numpy as np
+
+    result = getattr(result, "sequences", result)
+    if hasattr(result, "cpu"):
+        result = result.cpu()
+    return np.asarray(result)
+
+
+def time_case(ours_fn, original_fn, stream: Stream, log: RetrievalLog, quick: bool, budget_s: float,
+              check_ids: bool, notes: list, name: str, ours_warmup: int = 1, original_warmup: int = 1,
+              sync: Optional[Callable[[], None]] = None):
+    """Time `ours_fn(batch)` and `original_fn(batch)` on fresh batches of `stream`.
+
+    Ours gets `ours_warmup` untimed calls (tracing, compilation), the original `original_warmup`;
+    the first warm-up batch is the same for both and, with `check_ids`, their outputs' ids are compared
+    (a note says when they differ). Then both alternate on the same fresh batches: up to
+    `repeats_for(quick)` (at least MIN_REPEATS, fewer when a round exceeds `budget_s`).
+    Returns (ours Measurement, original Measurement or None, `log.since(...)` of the timed calls)."""
+    warm = stream.take(max(ours_warmup, original_warmup, 1))
+    warm_ours, warm_orig = [], []
+    first_ours = first_orig = None
+    for i, batch in enumerate(warm):
+        if i < ours_warmup:
+            start = time.perf_counter()
+            out = ours_fn(batch)
+            if sync is not None:
+                sync()
+            warm_ours.append(time.perf_counter() - start)
+            first_ours = out if i == 0 else first_ours
+        if original_fn is not None and i < original_warmup:
+            start = time.perf_counter()
+            out = original_fn(batch)
+            if sync is not None:
+                sync()
+            warm_orig.append(time.perf_counter() - start)
+            first_orig = out if i == 0 else first_orig
+    if check_ids and first_ours is not None and first_orig is not None:  # the same work on both sides
+        a, b = _as_ids(first_ours), _as_ids(first_orig)
+        if a.shape != b.shape or not (a == b).all():
+            same = float((a == b).mean()) if a.shape == b.shape else 0.0
+            notes.append(f"{name}: ours' ids differ from the original's on the check batch "
+                         f"({a.shape} vs {b.shape}, {same:.0%} of tokens equal)")
+    repeats = repeats_for(quick)
+    cap = _env_number(MAX_BUDGET_ENV)
+    budget = min(budget_s, cap) if cap else budget_s
+    per_round = warm_ours[-1] + (warm_orig[-1] if warm_orig else 0.0)
+    repeats = max(1 if quick else MIN_REPEATS, min(repeats, int(budget // max(per_round, 1e-9))))
+    timed = stream.take(repeats)
+    mark = log.mark()
+    t_ours, t_orig = [], []
+    for i, batch in enumerate(timed):
+        pair = [(ours_fn, t_ours), (original_fn, t_orig)]
+        for fn, sink in (pair if i % 2 == 0 else pair[::-1]):
+            if fn is not None:
+                sink.append(_timed(lambda: fn(batch), sync))
+    stats = log.since(mark)
+    m_ours = Measurement(t_ours, warmup=len(warm_ours), warmup_s=warm_ours)
+    m_orig = Measurement(t_orig, warmup=len(warm_orig), warmup_s=warm_orig) if original_fn else None
+    return m_ours, m_orig, stats
+
+
 # === Machine, threads, versions ===
 DISTRIBUTIONS = (
     "numpy",
@@ -421,6 +644,7 @@ DISTRIBUTIONS = (
     "tensorflow",
     "tensorflow-cpu",
     "tf-keras",
+    "keras",
     "transformers",
     "tokenizers",
     "faiss-cpu",
@@ -441,6 +665,21 @@ def versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def git_commit() -> Optional[str]:
+    """The checkout's short commit (with "+dirty" when tracked files differ from it), or None."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=20).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
 
 
 def _cpu_model() -> str:

@@ -5,17 +5,29 @@
     python -m benchmarks.run_all --only retriever,memory
     python -m benchmarks.run_all --device cuda        # PyTorch cases on a GPU, float32 and bfloat16:
                                                       # benchmarks/results_cuda.json + RESULTS_cuda.md
+    python -m benchmarks.run_all --only pt,retriever --keep-from benchmarks/results.json
+                                                      # re-run two suites; every other section is kept from
+                                                      # the given file, marked "not re-run" with its date and commit
 
 (`make bench BENCH_ARGS="--quick"` passes the same flags.)
 
 Each suite runs in a fresh subprocess (`bench_<suite>.run(**kwargs)`): torch and tensorflow never
 share a process, a crash or a timeout of one suite still leaves the others' rows, and every suite
 starts with a cold allocator. Inside a suite, ours and the original are timed side by side in
-one process (`benchmarks.common.compare`). Only a full run (no `--quick`, no `--only`) writes the
-committed files; other runs write under `benchmarks/_work/` unless `--out-dir` says otherwise.
+one process (`benchmarks.common.compare`). Only a full run (no `--quick`, no `--only`) or a run that
+merges other results (`--keep-from` / `--add-from`) writes the committed files; other runs write under
+`benchmarks/_work/` unless `--out-dir` says otherwise. Every suite records the versions of its own
+environment and the date and commit it was measured at (`measured`).
 
-The `tf` suite compares with transformers' TensorFlow RAG classes, which exist only in transformers
-4.x: it runs with the oracle environment's interpreter, `.venv-oracle/bin/python` under the repository
+`--keep-from FILE` takes the suites this run does not run from an earlier results.json, marked as not
+re-run (RESULTS.md says so, with their date and commit); `--add-from FILE` takes them as part of this
+run (e.g. a suite run separately with `--out-dir` shortly before). `--suite-kwargs '{"tf": {...}}'`
+passes keywords to one suite's `run()` (e.g. the TF suite's `cases`).
+
+The `pt` suite compares with the PyTorch RAG classes of the transformers in this environment (5.x in
+`.venv`). The `imports` suite starts fresh interpreters of this environment and of the oracle one and
+reports what `rag_core`, `rag_pt` and `rag_tf` import. The `tf` suite compares with transformers'
+TensorFlow RAG classes, which exist only in transformers 4.x: it runs with the oracle environment's interpreter, `.venv-oracle/bin/python` under the repository
 root (`make oracle-setup`), or the one `RAG_ORACLE_PYTHON` names; without it the suite is skipped
 with a message saying so.
 """
@@ -46,6 +58,7 @@ SUITES = {
     "pt": "benchmarks.bench_pt",
     "tf": "benchmarks.bench_tf",
     "memory": "benchmarks.bench_memory",
+    "imports": "benchmarks.bench_imports",
 }
 # The issue's sizes: batch 8, n_docs 5, 20,000 passages, BART d_model 256 with 2+2
 # layers, 20 generated tokens; plus one "base-size" BART (d_model 768, 6+6 layers).
@@ -74,14 +87,16 @@ def oracle_python() -> tuple[Optional[str], str]:
 # Order = priority: the issue-7 targets first, the extra information last, so that when the time
 # budget runs out (`--budget-min`) it is the least important job that is cut short. A job may run
 # until only the reserve of the jobs after it is left (RESERVE x their weight's share of the budget).
-JOB_ORDER = ["retriever", "pt", "tf", "memory", "pt base-size", "tf base-size", "retriever index kinds"]
-WEIGHTS = {"retriever": 0.06, "pt": 0.14, "tf": 0.22, "memory": 0.10, "pt base-size": 0.14,
+JOB_ORDER = ["retriever", "pt", "tf", "imports", "memory", "pt base-size", "tf base-size", "retriever index kinds"]
+WEIGHTS = {"retriever": 0.06, "pt": 0.14, "tf": 0.22, "imports": 0.04, "memory": 0.10, "pt base-size": 0.14,
            "tf base-size": 0.18, "retriever index kinds": 0.16}
 
 
 def plan_jobs(only: list[str], device: str, precisions: list[str], quick: bool, base_size: bool,
-              max_repeats: Optional[int] = None) -> list[dict]:
-    """The subprocess runs, in priority order (see JOB_ORDER), each with its share of the time budget."""
+              max_repeats: Optional[int] = None, suite_kwargs: Optional[dict] = None) -> list[dict]:
+    """The subprocess runs, in priority order (see JOB_ORDER), each with its share of the time budget.
+
+    `suite_kwargs`: {suite: {keyword: value}} added to that suite's `run()` keywords (every size)."""
     jobs = []
     if device != "cpu":  # only the PyTorch cases have a device mode; faiss stays on the CPU
         if "pt" in only:
@@ -109,6 +124,8 @@ def plan_jobs(only: list[str], device: str, precisions: list[str], quick: bool, 
         for label in JOB_ORDER:
             if label in by_label:
                 jobs.append(dict(by_label[label], label=label, weight=WEIGHTS[label]))
+    for job in jobs:
+        job["kwargs"] = {**job["kwargs"], **(suite_kwargs or {}).get(job["suite"], {})}
     if max_repeats:
         for job in jobs:
             limits = job.setdefault("limits", {})
@@ -209,12 +226,40 @@ def adapt_retriever(result: dict) -> dict:
     cases, tables, config = [], [], {}
     call = result.get("call")
     if call:
-        config.update({k: call[k] for k in ("passages", "dim", "batch", "n_docs") if k in call})
-        cases.append(common.case("retriever __call__, cold (passages not seen before)", call.get("ours_cold_s"),
-                                 call.get("theirs_s"), target=5.0))
-        cases.append(common.case("retriever __call__, warm (repeated passages: our token cache hits)",
-                                 call.get("ours_warm_s"), call.get("theirs_s"),
-                                 note="information: the target is judged on the cold case"))
+        config.update({k: call[k] for k in ("passages", "dim", "batch", "n_docs", "index_kind") if k in call})
+        pct = lambda v: "—" if v is None else f"{v:.0%}"  # noqa: E731
+        if "ours_tokenizing_cold_s" in call and "build_tokenizing_s" in call:
+            cases.append(common.case(
+                "retriever __call__, like for like: ours tokenizes the retrieved passages at call time (the "
+                "original's index folder, no stored ids), cold (passages not seen before)",
+                call["ours_tokenizing_cold_s"], call.get("theirs_s"), target=5.0,
+                note=(f"ours padded its contexts to {call['ours_padded_mean']:.0f} tokens on average (longest in "
+                      f"batch), the original to max_combined_length 300; " if call.get("ours_padded_mean") else "")
+                + f"ours' passage-token cache hits {pct(call.get('hit_rate_tokenizing_cold'))}; excluding the "
+                     f"faiss search both make ({fmt_seconds(call.get('faiss_search_s'))}): "
+                     f"{call.get('ratio_tokenizing_cold_excluding_search', 0):.2f}x"))
+            cases.append(common.case(
+                "retriever __call__, ours reading passages pre-tokenized at build time (untimed there), cold",
+                call.get("ours_cold_s"), call.get("theirs_s"),
+                note=f"information, not like for like: build_index(generator_tokenizer=...) spent "
+                     f"{call['build_tokenizing_s']:.1f} s tokenizing the {call.get('passages', 0):,} passages; "
+                     f"cache hits {pct(call.get('hit_rate_cold'))}"))
+            cases.append(common.case(
+                "retriever __call__, pre-tokenized, with the build-time tokenizing amortized (its cost per passage "
+                "x the passages of one call)",
+                call.get("ours_amortized_cold_s"), call.get("theirs_s"),
+                note=f"information: + {fmt_seconds(call.get('build_tokenizing_per_call_s'))} per call of "
+                     f"{call.get('batch', 0) * call.get('n_docs', 0)} passages"))
+            cases.append(common.case(
+                "retriever __call__, pre-tokenized, warm (repeated passages: ours' token cache hits)",
+                call.get("ours_warm_s"), call.get("theirs_s"),
+                note=f"information; cache hits {pct(call.get('hit_rate_warm'))}"))
+        else:  # results of the suite before the like-for-like rows
+            cases.append(common.case("retriever __call__, cold (passages not seen before)", call.get("ours_cold_s"),
+                                     call.get("theirs_s"), target=5.0))
+            cases.append(common.case("retriever __call__, warm (repeated passages: our token cache hits)",
+                                     call.get("ours_warm_s"), call.get("theirs_s"),
+                                     note="information: the target is judged on the cold case"))
     kinds = (result.get("kinds") or {}).get("kinds")
     if kinds:
         k = result["kinds"]
@@ -290,8 +335,17 @@ def run_child(suite: str, kwargs: dict, out_path: str, threads: Optional[int]) -
     return _write_child(out_path, record, started)
 
 
+def _env_name(python: str) -> str:
+    """`.venv` / `.venv-oracle` (the repository's environments) or the interpreter's path."""
+    root = os.path.dirname(HERE)
+    rel = os.path.relpath(python, root)
+    return rel.split(os.sep)[0] if not rel.startswith("..") else python
+
+
 def _write_child(out_path: str, record: dict, started: float) -> int:
     record["wall_s"] = time.perf_counter() - started
+    record["versions"] = common.versions()  # this suite's environment (the TF suite runs in the oracle one)
+    record["environment"] = _env_name(sys.executable)
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(record, f, default=_json_default, indent=1)
     return 0
@@ -364,8 +418,52 @@ def spawn(job: dict, threads: Optional[int], timeout_s: float) -> dict:
                   "cases": partial.pop("cases", []), **partial}
     record.setdefault("cases", [])
     record.update(label=job["label"], size=job["size"], process_wall_s=wall, limits=job.get("limits", {}))
+    record["measured"] = {"created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                          "commit": common.git_commit(), "command": _command(),
+                          "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     print(f"=== {job['label']}: {record.get('status')} in {wall:.0f} s ===", flush=True)
     return record
+
+
+def _command() -> str:
+    return "python -m benchmarks.run_all" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:]))
+
+
+# === Merging earlier results ===
+def load_previous(path: str, kept: bool) -> list[dict]:
+    """The suites of an earlier results.json, each with `measured` (its date, commit, command) and, when
+    `kept`, `not_rerun` set: RESULTS.md marks those sections as not re-run."""
+    with open(path, encoding="utf-8") as f:
+        previous = json.load(f)
+    suites = []
+    for suite in previous.get("suites", []):
+        suite = dict(suite)
+        suite.setdefault("measured", {"created": previous.get("created"), "commit": previous.get("commit"),
+                                      "command": previous.get("command")})
+        suite.setdefault("versions", previous.get("versions"))
+        if kept:
+            suite["not_rerun"] = True
+        suites.append(suite)
+    return suites
+
+
+def merge_suites(fresh: list[dict], sources: list[list[dict]]) -> list[dict]:
+    """This run's suites, then the suites of `sources` (first source first) whose label this run lacks,
+    in JOB_ORDER (a label JOB_ORDER does not know goes after the job whose label begins it, else last)."""
+    by_label = {s.get("label", s["suite"]): s for s in fresh}
+    for suites in sources:
+        for suite in suites:
+            by_label.setdefault(suite.get("label", suite["suite"]), suite)
+    order = {label: i for i, label in enumerate(JOB_ORDER)}
+
+    def position(label: str) -> tuple:  # "tf 2026-11-28" right after "tf"
+        if label in order:
+            return (order[label], 0)
+        parents = [known for known in JOB_ORDER if label.startswith(known + " ")]
+        return (order[max(parents, key=len)], 1) if parents else (len(order), 0)
+
+    labels = sorted(by_label, key=position)
+    return [by_label[label] for label in labels]
 
 
 # === Cross-framework rows: ours TF versus ours PyTorch ===
@@ -408,6 +506,18 @@ def parse_args(argv=None):
     p.add_argument("--budget-min", type=float, default=19.0,
                    help="minutes for the whole run, shared among the suite processes by weight (0: no limit; default 19)")
     p.add_argument("--out-dir", default=None, help="where results*.json and RESULTS*.md go")
+    p.add_argument("--keep-from", action="append", default=[],
+                   help="an earlier results.json: the suites this run does not run are kept from it, marked as not re-run")
+    p.add_argument("--add-from", action="append", default=[],
+                   help="a results.json of a suite run separately for this run (merged without the not-re-run mark)")
+    p.add_argument("--suite-kwargs", default=None,
+                   help='JSON {suite: {keyword: value}} for the suites\' run(), e.g. \'{"tf": {"cases": ["call"]}}\'')
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the head of RESULTS.md (e.g. the machine's load during separate runs); repeatable")
+    p.add_argument("--skip", default="",
+                   help="comma-separated job labels not to run, e.g. 'retriever index kinds' (see JOB_ORDER)")
+    p.add_argument("--rewrite-report", action="store_true",
+                   help="run nothing: write RESULTS*.md again from the results*.json in --out-dir (default benchmarks/)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--child-kwargs", help=argparse.SUPPRESS)
@@ -419,10 +529,16 @@ def main(argv=None) -> int:
     if args.child:
         return run_child(args.child, json.loads(args.child_kwargs or "{}"), args.child_out, args.threads)
 
+    if args.rewrite_report:
+        return rewrite_report(args.out_dir or HERE, "" if args.device == "cpu" else "_cuda")
+
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SUITES))
     if unknown:
         print(f"unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
+        return 2
+    if not only and not (args.keep_from or args.add_from):
+        print("--only names no suite: give suites, or --add-from / --keep-from files to assemble", file=sys.stderr)
         return 2
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     bad = sorted(set(precisions) - set(common.PRECISIONS))
@@ -443,14 +559,32 @@ def main(argv=None) -> int:
     timeout = args.timeout or (600.0 if args.quick else 900.0)
     budget_s = args.budget_min * 60 if args.budget_min else None
     suffix = "" if device == "cpu" else "_cuda"
-    committed = not args.quick and set(only) == set(SUITES)
+    try:
+        suite_kwargs = json.loads(args.suite_kwargs) if args.suite_kwargs else {}
+    except ValueError as err:
+        print(f"error: --suite-kwargs is not JSON: {err}", file=sys.stderr)
+        return 2
+    if not isinstance(suite_kwargs, dict) or not all(isinstance(v, dict) for v in suite_kwargs.values()):
+        print("error: --suite-kwargs must be a JSON object of objects, e.g. '{\"tf\": {\"cases\": [\"call\"]}}'",
+              file=sys.stderr)
+        return 2
+    sources = []
+    for path, kept in [(p, False) for p in args.add_from] + [(p, True) for p in args.keep_from]:
+        try:
+            sources.append(load_previous(path, kept))
+        except (OSError, ValueError) as err:
+            print(f"error: cannot read {path}: {err}", file=sys.stderr)
+            return 2
+    committed = not args.quick and (set(only) == set(SUITES) or bool(sources))
     out_dir = args.out_dir or (HERE if committed else WORK_DIR)
     os.makedirs(out_dir, exist_ok=True)
 
     started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     base_size = (not args.quick) if args.base_size is None else args.base_size
-    jobs = plan_jobs(only, device, precisions, args.quick, base_size, args.repeats)
+    jobs = plan_jobs(only, device, precisions, args.quick, base_size, args.repeats, suite_kwargs)
+    skip = {label.strip() for label in args.skip.split(",") if label.strip()}
+    jobs = [job for job in jobs if job["label"] not in skip]
     suites = []
     for i, job in enumerate(jobs):
         remaining = None if budget_s is None else budget_s - (time.perf_counter() - started)
@@ -462,19 +596,35 @@ def main(argv=None) -> int:
         suites.append(spawn(job, args.threads, limit))
         if i + 1 < len(jobs):
             # the files so far, so that a run killed from outside (a machine's time limit) still leaves them
-            _write_results(args, device, cuda_name, precisions, suites, started, load_start, out_dir, suffix,
-                           unfinished=[j["label"] for j in jobs[i + 1:]])
+            _write_results(args, device, cuda_name, precisions, merge_suites(suites, sources), started, load_start,
+                           out_dir, suffix, unfinished=[j["label"] for j in jobs[i + 1:]])
 
-    json_path, md_path, markdown = _write_results(args, device, cuda_name, precisions, suites, started, load_start,
-                                                  out_dir, suffix)
+    json_path, md_path, markdown = _write_results(args, device, cuda_name, precisions, merge_suites(suites, sources),
+                                                  started, load_start, out_dir, suffix, assembled=not jobs)
     print("\n" + markdown)
     print(f"\nwrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)} in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 
 
+def rewrite_report(out_dir: str, suffix: str) -> int:
+    """RESULTS{suffix}.md again from results{suffix}.json (after a change of the report's layout)."""
+    json_path = os.path.join(out_dir, f"results{suffix}.json")
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, ValueError) as err:
+        print(f"error: cannot read {json_path}: {err}", file=sys.stderr)
+        return 2
+    md_path = os.path.join(out_dir, f"RESULTS{suffix}.md")
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(write_markdown(results) + "\n")
+    print(f"wrote {os.path.relpath(md_path)} from {os.path.relpath(json_path)}")
+    return 0
+
+
 def _write_results(args, device: str, cuda_name: Optional[str], precisions: list[str], suites: list[dict],
                    started: float, load_start, out_dir: str, suffix: str,
-                   unfinished: Optional[list[str]] = None) -> tuple[str, str, str]:
+                   unfinished: Optional[list[str]] = None, assembled: bool = False) -> tuple[str, str, str]:
     """Write results{suffix}.json and RESULTS{suffix}.md; `unfinished` lists the jobs still to run."""
     threads_used = {}
     for s in suites:
@@ -484,7 +634,8 @@ def _write_results(args, device: str, cuda_name: Optional[str], precisions: list
     results = {
         "schema": 1,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks.run_all" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:])),
+        "command": _command(),
+        "commit": common.git_commit(),
         "quick": args.quick,
         "device": device,
         "cuda_device": cuda_name,
@@ -500,6 +651,12 @@ def _write_results(args, device: str, cuda_name: Optional[str], precisions: list
         "cross": cross_framework(suites),
         "wall_s": time.perf_counter() - started,
     }
+    if getattr(args, "note", None):
+        results["notes"] = list(args.note)
+    if assembled:  # nothing ran now: the sections come from --add-from / --keep-from files
+        results["assembled"] = True
+        results["wall_s"] = sum(s.get("process_wall_s") or 0.0 for s in suites if not s.get("not_rerun"))
+        results.pop("load_average")
     if unfinished:
         results["missing"] = [f"{label}: not run yet (these files were written before the run's end)"
                               for label in unfinished]

@@ -105,3 +105,103 @@ def test_jobs_run_in_priority_order_and_share_the_time_budget():
     assert 0 < first < budget and last == 100.0  # the first leaves a reserve for the others; the last takes what is left
     cuda = run_all.plan_jobs(list(run_all.SUITES), "cuda:0", ["float32", "bfloat16"], quick=False, base_size=True)
     assert [job["kwargs"]["precision"] for job in cuda] == ["float32", "bfloat16"] and {j["suite"] for j in cuda} == {"pt"}
+
+
+def test_suite_kwargs_reach_one_suite_only():
+    jobs = run_all.plan_jobs(["pt", "tf"], "cpu", ["float32"], quick=False, base_size=True,
+                             suite_kwargs={"tf": {"cases": ["call"]}})
+    by_label = {job["label"]: job["kwargs"] for job in jobs}
+    assert by_label["tf"]["cases"] == ["call"] and by_label["tf base-size"]["cases"] == ["call"]
+    assert "cases" not in by_label["pt"] and "cases" not in by_label["pt base-size"]
+
+
+def test_kept_sections_are_marked_not_rerun_with_their_date_and_commit(tmp_path):
+    old = fake_results()
+    old.update(created="2026-01-02 03:04 UTC", commit="abc1234", command="python -m benchmarks.run_all")
+    path = tmp_path / "results.json"
+    path.write_text(__import__("json").dumps(old))
+    fresh = common.suite_result("retriever", [common.case("retriever __call__, like for like", 0.01, 0.02, target=5.0)])
+    fresh.update(status="ok", label="retriever", versions={"transformers": "5.24.0", "torch": "2.13.0"},
+                 environment=".venv", measured={"created": "2026-02-03 04:05 UTC", "commit": "def5678"})
+    suites = run_all.merge_suites([fresh], [run_all.load_previous(str(path), kept=True)])
+    assert [s["label"] for s in suites] == ["retriever", "pt", "tf", "memory"]  # JOB_ORDER, this run's suite first
+    md = report.write_markdown(dict(fake_results(), suites=suites))
+    assert "**Not re-run**: kept from an earlier run (2026-01-02 03:04 UTC, commit abc1234" in md
+    assert "Measured 2026-02-03 04:05 UTC, commit def5678" in md
+    assert "Versions (environment .venv; ours and the original in one process): transformers 5.24.0, torch 2.13.0." in md
+    assert "| pt (not re-run: 2026-01-02 03:04 UTC, commit abc1234) | train step RAG-Token (fwd+bwd) |" in md
+    assert "| retriever | retriever __call__, like for like | 10.0 ms | 20.0 ms | 2.00x | >= 5x | **missed** |" in md
+
+
+def test_retriever_headline_is_like_for_like_and_pre_tokenized_rows_are_information():
+    call = {"passages": 100, "dim": 8, "batch": 2, "n_docs": 5, "theirs_s": 0.08, "ours_tokenizing_cold_s": 0.04,
+            "ours_cold_s": 0.01, "ours_warm_s": 0.008, "build_tokenizing_s": 2.0, "build_tokenizing_per_call_s": 0.2,
+            "ours_amortized_cold_s": 0.21, "faiss_search_s": 0.02, "ratio_tokenizing_cold_excluding_search": 3.0,
+            "hit_rate_tokenizing_cold": 0.05, "hit_rate_cold": 0.05, "hit_rate_warm": 0.5}
+    cases = run_all.adapt_retriever({"call": call})["cases"]
+    headline = [c for c in cases if c["target"] is not None]
+    assert len(headline) == 1 and "like for like" in headline[0]["name"]
+    assert headline[0]["ratio"] == pytest.approx(2.0) and headline[0]["met"] is False
+    ratio = lambda word: next(c["ratio"] for c in cases[1:] if word in c["name"])  # noqa: E731
+    assert ratio("reading passages pre-tokenized") == pytest.approx(8.0)
+    assert ratio("amortized") == pytest.approx(0.08 / 0.21) and ratio("warm") == pytest.approx(10.0)
+    assert all(c["target"] is None for c in cases[1:])
+
+
+def test_retrieval_log_counts_cache_hits_and_padded_lengths():
+    import numpy as np
+
+    class Contexts:
+        def cached_passages(self, doc_ids, *args, **kwargs):
+            return list(np.asarray(doc_ids).reshape(-1))
+
+        def assemble(self, questions, pieces, n_docs):
+            width = 3 + len(questions)
+            return np.zeros((len(pieces), width)), np.ones((len(pieces), width))
+
+    retriever = type("Retriever", (), {"contexts": Contexts()})()
+    log = common.RetrievalLog(retriever)
+    mark = log.mark()
+    for ids in ([[1, 2], [3, -1]], [[2, 3], [4, 5]]):  # -1: no passage, not counted
+        pieces = retriever.contexts.cached_passages(np.array(ids))
+        retriever.contexts.assemble(["q"] * len(ids), pieces, 2)
+    stats = log.since(mark)
+    assert stats["hit_rate"] == pytest.approx(2 / 7) and stats["padded_mean"] == 5 and stats["retriever_calls"] == 2
+
+
+def test_time_case_gives_both_sides_the_same_fresh_batches_and_checks_their_ids():
+    pool = [{"n": i} for i in range(10)]
+    seen = {"ours": [], "original": []}
+
+    def side(name, offset):
+        return lambda batch: seen[name].append(batch["n"]) or [[batch["n"] + offset]]
+
+    notes = []
+    log = common.RetrievalLog(object())
+    ours, original, _ = common.time_case(side("ours", 0), side("original", 1), common.Stream(pool), log, quick=False,
+                                         budget_s=60, check_ids=True, notes=notes, name="case", ours_warmup=2)
+    assert seen["ours"] == [0, 1, 2, 3, 4, 5, 6] and seen["original"] == [0, 2, 3, 4, 5, 6]
+    assert ours.repeats == original.repeats == 5 and len(ours.warmup_s) == 2 and len(original.warmup_s) == 1
+    assert len(notes) == 1 and "ids differ" in notes[0]
+
+
+def test_import_table_flags_a_forbidden_framework_and_names_the_chain():
+    from benchmarks import bench_imports
+
+    row = {"import_s": 0.01, "classes_s": 2.0, "call_s": 0.5, "rss_after_import_mib": 12.0, "rss_after_classes_mib": 900.0,
+           "rss_after_call_mib": 950.0, "loaded_after_import": [], "loaded_after_classes": ["tensorflow", "torch"],
+           "loaded_after_call": ["tensorflow", "torch"], "peak_rss_mib": 950.0, "violations": ["torch"],
+           "chains": {"torch": ["tests.harness.configs:5", "rag_tf:57", "transformers.modeling_rope_utils:28"]}}
+    envs = {"main": {"versions": {"transformers": "5.24.0"}, "cases": {"rag_tf": row}}}
+    (table,), notes = bench_imports.tables(envs)
+    (line,) = [r for r in table["rows"] if r[1] == "rag_tf"]
+    assert line[-1] == "no torch: **imports torch**" and line[-2] == "950 MiB"
+    assert notes == ["main: python ?, transformers 5.24.0",
+                     "main (transformers 5.24.0): rag_tf imports torch through rag_tf:57 → "
+                     "transformers.modeling_rope_utils:28"]
+    frames = [["/x/lib/site-packages/transformers/configuration_utils.py", 38, "from .modeling_rope_utils import X"],
+              ["<frozen importlib._bootstrap>", 1, ""],
+              ["/x/lib/site-packages/transformers/modeling_rope_utils.py", 27, "if is_torch_available():"],
+              ["/x/lib/site-packages/transformers/modeling_rope_utils.py", 28, "import torch"]]
+    assert bench_imports._module_chain(frames) == ["transformers.configuration_utils:38 `from .modeling_rope_utils import X`",
+                                                   "transformers.modeling_rope_utils:28 `import torch`"]
