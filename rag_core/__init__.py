@@ -43,6 +43,7 @@ _LAZY = {
     "CustomIndex": "rag_core.index",
     "CanonicalIndex": "rag_core.index",
     "LegacyIndex": "rag_core.index",
+    "ShardedIndex": "rag_core.index",
     "contexts_from_passages": "rag_core.contexts",
     "invalid_doc_mask": "rag_core.contexts",
 }
@@ -69,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .configuration_rag import RagConfig
     from .contexts import contexts_from_passages, invalid_doc_mask
-    from .index import CanonicalIndex, CustomIndex, Index, LegacyIndex
+    from .index import CanonicalIndex, CustomIndex, Index, LegacyIndex, ShardedIndex
     from .outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput, RetrievAugLMOutput
     from .retrieval_rag import RagRetriever
     from .tokenization_rag import RagTokenizer

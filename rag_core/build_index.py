@@ -25,6 +25,12 @@ Everything is written into a temporary sibling folder and renamed into place at 
 or Ctrl-C leaves no output (the temporary folder is removed, or, after a hard kill, carries an
 `.incomplete` marker that the loader refuses). An existing output is kept unless `overwrite=True`.
 
+Shards: `--shards S` (`shards=S`) writes S self-contained folders of the layout above, each holding
+a contiguous range of the passages and its own faiss index, plus `<folder>/shards.json` (written
+last) with every shard's global id range; `--split-index EXISTING OUT --shards S` (`split_index`)
+splits a built folder the same way without embedding again. `ShardedIndex` searches them as one
+index (also selected by `index_name="custom"` with `passages_path=<folder>`).
+
 Embedding uses any transformers encoder (a PyTorch model: transformers imports torch when the
 encoder is loaded; rag_core never imports it): a DPR context
 encoder (`pooler` pooling, title and text as a pair, as DPR was trained) or a sentence encoder
@@ -294,6 +300,7 @@ def build_index(
     progress: bool = True,
     generator_tokenizer: Any = None,
     title_sep: str = " / ",
+    shards: Optional[int] = None,
 ) -> str:
     """Build the `custom` layout in `output_dir` (see the module docstring); return its path.
 
@@ -305,6 +312,9 @@ def build_index(
     on clustered 768-dim data, 0.88 with 20) and 1 otherwise.
     `generator_tokenizer`: also store each passage's generator token ids (`title + title_sep +
     text`), so a retriever with the same tokenizer and `title_sep` never tokenizes a passage.
+    `shards`: write that many self-contained shard folders (contiguous passage ranges, each with
+    its own faiss index of `index_kind`) and a `shards.json` manifest instead of one folder; load
+    them with `ShardedIndex` (or `index_name="custom"`, `passages_path=<output_dir>`).
     """
     import datasets
 
@@ -318,11 +328,15 @@ def build_index(
     )
     if sum(x is not None for x in (encoder, embed_fn, embeddings)) != 1:
         raise ValueError("give exactly one of encoder=, embed_fn= or embeddings=")
+    if shards is not None:
+        check_shards(shards)
     pairs = _as_pairs(passages)
     if split:
         pairs = split_documents(pairs, words_per_passage)
         if not pairs:
             raise PassagesError("all passages are empty")
+    if shards is not None:
+        check_shards(shards, len(pairs))
     started = time.perf_counter()
     encoder_name = None
     if embeddings is not None:
@@ -343,12 +357,12 @@ def build_index(
         raise ValueError("the embeddings hold NaN or infinite values")
     embed_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    index = make_faiss_index(vectors, index_kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ivf_nlist=ivf_nlist, pq_m=pq_m)
+    index = None  # sharded: each shard builds its own while it is written
+    if shards is None:
+        index = make_faiss_index(vectors, index_kind, hnsw_m=hnsw_m, ef_construction=ef_construction, ivf_nlist=ivf_nlist, pq_m=pq_m)
     index_seconds = time.perf_counter() - started
     if rerank_k_factor is None:
         rerank_k_factor = 40 if index_kind == "ivfpq" else 1
-
-    import faiss
 
     stored, generator_ids = None, None
     if generator_tokenizer is not None:
@@ -364,32 +378,150 @@ def build_index(
                 stored.extend(ids)
                 bar.update(len(chunk))
         generator_ids = {"fingerprint": fingerprint, "title_sep": title_sep, "tokenizer": type(generator_tokenizer).__name__}
+    manifest = {
+        "format": "rag_core.custom_index",
+        "layout_version": LAYOUT_VERSION,
+        "num_passages": len(pairs),
+        "dim": int(vectors.shape[1]),
+        "index_kind": index_kind,
+        "metric": "inner_product",
+        "rerank_k_factor": rerank_k_factor,
+        "faiss": {"hnsw_m": hnsw_m, "ef_construction": ef_construction,
+                  "ivf_nlist": int(index.nlist) if index is not None and index_kind == "ivfpq" else ivf_nlist},
+        "encoder": encoder_name,
+        "pooling": getattr(encode, "pooling", None) if embeddings is None else None,
+        "normalize": normalize,
+        "generator_ids": generator_ids,
+        "seconds": {"embedding": round(embed_seconds, 3), "index": round(index_seconds, 3)},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if shards is not None:
+        settings = dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ivf_nlist=ivf_nlist, pq_m=pq_m)
+        return _write_shards(output_dir, _passages_dataset(pairs, vectors, stored), vectors, manifest, shards, settings,
+                             overwrite=overwrite, progress=progress)
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        _write_index_folder(tmp, _passages_dataset(pairs, vectors, stored), index, manifest, progress)
+    return output_dir
+
+
+def _write_index_folder(folder: str, dataset, index, manifest: dict, progress: bool) -> None:
+    """Write one `custom` folder (passages, faiss index, manifest last) into the new folder `folder`."""
+    import faiss
+
+    os.makedirs(folder, exist_ok=True)
+    open(os.path.join(folder, INCOMPLETE_MARKER), "w").close()  # survives only a hard kill
+    with _quiet_datasets(progress):
+        dataset.save_to_disk(os.path.join(folder, PASSAGES_DIR))
+    faiss.write_index(index, os.path.join(folder, INDEX_FILE))
+    os.remove(os.path.join(folder, INCOMPLETE_MARKER))
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:  # last: marks completion
+        json.dump(manifest, f, indent=2)
+
+
+# === Shards ===
+def check_shards(shards: Any, num_passages: Optional[int] = None) -> int:
+    """`shards` as an int, or a ValueError naming the problem (at least 1, at most one per passage)."""
+    if isinstance(shards, (bool, np.bool_)) or not isinstance(shards, (int, np.integer)):
+        raise ValueError(f"shards must be a positive integer, got {shards!r}")
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    if num_passages is not None and shards > num_passages:
+        raise ValueError(f"shards={shards} is more than the {num_passages} passages: every shard needs at least one passage")
+    return int(shards)
+
+
+def shard_ranges(num_passages: int, shards: int) -> list[tuple[int, int]]:
+    """Contiguous global id ranges [start, end) of `shards` near-equal shards (the first ones one larger)."""
+    shards = check_shards(shards, num_passages)
+    size, extra = divmod(num_passages, shards)
+    ranges, start = [], 0
+    for k in range(shards):
+        end = start + size + (1 if k < extra else 0)
+        ranges.append((start, end))
+        start = end
+    return ranges
+
+
+def _write_shards(output_dir: str, dataset, vectors: np.ndarray, manifest: dict, shards: int, settings: dict,
+                  overwrite: bool, progress: bool) -> str:
+    """Write `shards` self-contained `custom` folders and the shard manifest, all in one atomic rename.
+
+    Each shard gets its own faiss index of `manifest["index_kind"]`, built from its rows of `vectors`;
+    `dataset` (every column, in order) is sliced, so passages and any stored ids keep their rows.
+    """
+    from .index.sharded import SHARD_FORMAT, SHARD_LAYOUT_VERSION, SHARDS_MANIFEST, shard_folder_name
+
+    ranges = shard_ranges(len(vectors), shards)
+    index_kind = manifest["index_kind"]
+    entries = []
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         open(os.path.join(tmp, INCOMPLETE_MARKER), "w").close()  # survives only a hard kill
-        dataset = _passages_dataset(pairs, vectors, stored)
-        with _quiet_datasets(progress):
-            dataset.save_to_disk(os.path.join(tmp, PASSAGES_DIR))
-        faiss.write_index(index, os.path.join(tmp, INDEX_FILE))
-        manifest = {
-            "format": "rag_core.custom_index",
-            "layout_version": LAYOUT_VERSION,
-            "num_passages": len(pairs),
-            "dim": int(vectors.shape[1]),
+        for k, (start, end) in enumerate(ranges):
+            name = shard_folder_name(k)
+            started = time.perf_counter()
+            index = make_faiss_index(vectors[start:end], index_kind, **settings)
+            shard_manifest = dict(manifest, num_passages=end - start)
+            shard_manifest["faiss"] = dict(manifest.get("faiss") or {},
+                                           ivf_nlist=int(index.nlist) if index_kind == "ivfpq" else None)
+            shard_manifest["seconds"] = dict(manifest.get("seconds") or {}, index=round(time.perf_counter() - started, 3))
+            shard_manifest["shard"] = {"index": k, "of": len(ranges), "start": start, "end": end}
+            _write_index_folder(os.path.join(tmp, name), dataset.select(range(start, end)), index, shard_manifest, progress)
+            entries.append({"folder": name, "start": start, "end": end, "num_passages": end - start})
+        sharded = {
+            "format": SHARD_FORMAT,
+            "layout_version": SHARD_LAYOUT_VERSION,
             "index_kind": index_kind,
-            "metric": "inner_product",
-            "rerank_k_factor": rerank_k_factor,
-            "faiss": {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ivf_nlist": int(index.nlist) if index_kind == "ivfpq" else None},
-            "encoder": encoder_name,
-            "pooling": getattr(encode, "pooling", None) if embeddings is None else None,
-            "normalize": normalize,
-            "generator_ids": generator_ids,
-            "seconds": {"embedding": round(embed_seconds, 3), "index": round(index_seconds, 3)},
+            "metric": manifest.get("metric", "inner_product"),
+            "dim": int(vectors.shape[1]),
+            "num_passages": len(vectors),
+            "num_shards": len(entries),
+            "shards": entries,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         os.remove(os.path.join(tmp, INCOMPLETE_MARKER))
-        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:  # last: marks completion
-            json.dump(manifest, f, indent=2)
+        with open(os.path.join(tmp, SHARDS_MANIFEST), "w", encoding="utf-8") as f:  # last: marks completion
+            json.dump(sharded, f, indent=2)
     return output_dir
+
+
+def split_index(index_dir: str, output_dir: str, shards: int, *, overwrite: bool = False, progress: bool = True) -> str:
+    """Split an existing `build_index` folder into `shards` shards without embedding anything again.
+
+    The passages (every column, stored generator ids included) and their stored embeddings are
+    sliced in order; each shard builds its own faiss index of the source's kind and settings
+    (`hnsw_m`, `ef_construction`; IVF lists sized for the shard). Written like `build_index(...,
+    shards=)`; return `output_dir`.
+    """
+    import datasets
+
+    from .index.custom import read_manifest
+    from .index.passages import PassageStore, check_dataset_dir
+
+    index_dir = os.path.abspath(os.fspath(index_dir))
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    check_shards(shards)
+    check_output(output_dir, overwrite)
+    if not os.path.isdir(index_dir):
+        raise FileNotFoundError(f"index folder {index_dir!r} does not exist (or is not a folder)")
+    if os.path.commonpath([index_dir, output_dir]) in (index_dir, output_dir):
+        raise ValueError(f"the output {output_dir!r} must not contain, or be inside, the index folder {index_dir!r}")
+    source = read_manifest(index_dir)
+    if source is None:
+        raise ValueError(f"{index_dir!r} is not a folder written by `python -m rag_core.build_index` (no {MANIFEST})")
+    passages_dir = os.path.join(index_dir, PASSAGES_DIR)
+    check_dataset_dir(passages_dir, "passages")
+    dataset = datasets.load_from_disk(passages_dir)
+    store = PassageStore.from_dataset(dataset, source=f"passages {passages_dir!r}")
+    check_shards(shards, len(store))
+    vectors = np.ascontiguousarray(store.embeddings(np.arange(len(store))), dtype=np.float32)
+    faiss_settings = source.get("faiss") or {}
+    settings = dict(hnsw_m=faiss_settings.get("hnsw_m") or 32, ef_construction=faiss_settings.get("ef_construction") or 200)
+    check_index_build_settings(**settings)
+    manifest = dict(source, num_passages=len(store), split_from=index_dir)
+    manifest.setdefault("metric", "inner_product")
+    if manifest.get("index_kind") not in INDEX_KINDS:
+        raise ValueError(f"{index_dir!r}: unknown index_kind {manifest.get('index_kind')!r} in its manifest")
+    return _write_shards(output_dir, dataset, vectors, manifest, shards, settings, overwrite=overwrite, progress=progress)
 
 
 def _passages_dataset(pairs: Sequence[tuple[str, str]], vectors: np.ndarray, stored_ids: Optional[list] = None):
@@ -441,7 +573,8 @@ class _quiet_datasets:
 # === Command line ===
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rag_core.build_index", description=__doc__.split("\n\n")[0])
-    parser.add_argument("passages", help="CSV, TSV or JSONL file with 'title' and 'text'")
+    parser.add_argument("passages", help="CSV, TSV or JSONL file with 'title' and 'text' (with --split-index: "
+                                         "the build_index folder to split)")
     parser.add_argument("output_dir", help="folder to create (refused if it exists, unless --overwrite)")
     parser.add_argument("--encoder", default=None, help="transformers encoder name or local path (DPR ctx encoder, MiniLM, ...)")
     parser.add_argument("--embeddings", default=None, metavar="FILE.npy",
@@ -463,7 +596,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--shards", type=int, default=None, metavar="S",
+                        help="write S self-contained shard folders and a shards.json manifest (ShardedIndex)")
+    parser.add_argument("--split-index", action="store_true",
+                        help="split the existing build_index folder given first into --shards shards, without "
+                             "embedding again (each shard builds a faiss index of the source's kind)")
     args = parser.parse_args(argv)
+    if args.split_index:
+        return _split_main(parser, args)
     if (args.encoder is None) == (args.embeddings is None):
         parser.error("give exactly one of --encoder (a model that embeds the passages) or --embeddings "
                      "(a .npy file of precomputed passage embeddings)")
@@ -484,6 +624,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             ivf_nlist=args.ivf_nlist, pq_m=args.pq_m, rerank_k_factor=args.rerank_k_factor,
             split=not args.no_split and embeddings is None, words_per_passage=args.words_per_passage, batch_size=args.batch_size,
             max_length=args.max_length, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
+            shards=args.shards,
         )
     except (OutputExistsError, PassagesError, FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -491,11 +632,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130
-    with open(os.path.join(out, MANIFEST), encoding="utf-8") as f:
+    return _report(out, args.shards is not None)
+
+
+def _report(out: str, sharded: bool) -> int:
+    from .index.sharded import SHARDS_MANIFEST
+
+    with open(os.path.join(out, SHARDS_MANIFEST if sharded else MANIFEST), encoding="utf-8") as f:
         manifest = json.load(f)
-    print(f"wrote {manifest['num_passages']} passages ({manifest['dim']}-dim, {manifest['index_kind']}) to {out}")
+    where = f" in {manifest['num_shards']} shards" if sharded else ""
+    print(f"wrote {manifest['num_passages']} passages ({manifest['dim']}-dim, {manifest['index_kind']}){where} to {out}")
     print(f"use: RagRetriever(..., index_name='custom', passages_path={out!r})")
     return 0
+
+
+def _split_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.shards is None:
+        parser.error("--split-index needs --shards S")
+    if args.encoder is not None or args.embeddings is not None:
+        parser.error("--split-index reuses the stored embeddings; do not give --encoder or --embeddings")
+    try:
+        out = split_index(args.passages, args.output_dir, args.shards, overwrite=args.overwrite, progress=not args.no_progress)
+    except (OutputExistsError, PassagesError, FileNotFoundError, NotADirectoryError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    return _report(out, True)
 
 
 if __name__ == "__main__":

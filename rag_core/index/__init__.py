@@ -3,6 +3,7 @@
 | `index_name` | class | files |
 |---|---|---|
 | `custom` | `CustomIndex` | `Dataset.save_to_disk` passages + faiss file, or a `build_index` folder |
+| `custom` | `ShardedIndex` | a `build_index --shards` folder (`shards.json`), given as passages_path or index_path |
 | `exact`, `compressed` | `CanonicalIndex` | wiki_dpr passages and its HNSW-SQ8 / IVF-PQ index, local |
 | `legacy` | `LegacyIndex` | DPR's own index and passages (pickle only with `allow_pickle=True`) |
 
@@ -30,6 +31,7 @@ from .canonical import CanonicalIndex
 from .custom import CustomIndex
 from .legacy import LegacyIndex, PickleNotAllowedError
 from .passages import PassageStore
+from .sharded import ShardedIndex, is_sharded_folder
 from ..errors import UnknownIndexError  # noqa: F401 (re-exported)
 
 INDEX_CLASSES = {"custom": CustomIndex, "exact": CanonicalIndex, "compressed": CanonicalIndex, "legacy": LegacyIndex}
@@ -44,6 +46,9 @@ def index_from_config(config, dataset_path: Optional[str] = None, allow_pickle: 
     search = dict(hnsw_ef_search=config.hnsw_ef_search, ivf_nprobe=config.ivf_nprobe)
     passages_path = dataset_path if dataset_path is not None else config.passages_path
     if name == "custom":
+        sharded = next((p for p in (passages_path, config.index_path) if is_sharded_folder(p)), None)
+        if sharded is not None:  # a `build_index --shards` folder
+            return ShardedIndex(config.retrieval_vector_size, sharded, **search)
         return CustomIndex(config.retrieval_vector_size, passages_path, config.index_path, **search)
     if name in ("exact", "compressed"):
         return CanonicalIndex(
@@ -74,6 +79,7 @@ __all__ = [
     "PassageStore",
     "PickleNotAllowedError",
     "RetrievalInputError",
+    "ShardedIndex",
     "UnknownIndexError",
     "apply_search_parameters",
     "check_n_docs",
