@@ -509,3 +509,14 @@ def check_retriever_options(*, prefix: Any = None, return_tensors: Any = None, e
         raise error(f"prefix must be a string or None, got {type(prefix).__name__} {prefix!r:.40}")
     if not isinstance(return_tensors, (str, type(None))) or return_tensors not in RETURN_TENSORS:
         raise error(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+
+
+def check_shards(shards: Any, num_passages: Optional[int] = None) -> int:
+    """`shards` as an int, or a ValueError naming the problem (at least 1, at most one per passage)."""
+    if isinstance(shards, (bool, np.bool_)) or not isinstance(shards, (int, np.integer)):
+        raise ValueError(f"shards must be a positive integer, got {shards!r}")
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    if num_passages is not None and shards > num_passages:
+        raise ValueError(f"shards={shards} is more than the {num_passages} passages: every shard needs at least one passage")
+    return int(shards)

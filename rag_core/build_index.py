@@ -27,7 +27,7 @@ or Ctrl-C leaves no output (the temporary folder is removed, or, after a hard ki
 
 Shards: `--shards S` (`shards=S`) writes S self-contained folders of the layout above, each holding
 a contiguous range of the passages and its own faiss index, plus `<folder>/shards.json` (written
-last) with every shard's global id range; `--split-index EXISTING OUT --shards S` (`split_index`)
+last) with every shard's global id range (`rag_core.build_shards`); `--split-index EXISTING OUT --shards S`
 splits a built folder the same way without embedding again. `ShardedIndex` searches them as one
 index (also selected by `index_name="custom"` with `passages_path=<folder>`).
 
@@ -59,7 +59,7 @@ import numpy as np
 from .index.passages import STORED_IDS_COLUMN
 from .index.custom import INCOMPLETE_MARKER, INDEX_FILE, LAYOUT_VERSION, MANIFEST, PASSAGES_DIR
 from .storage import OutputExistsError, atomic_directory, check_output
-from .arguments import check_index_build_settings
+from .arguments import check_index_build_settings, check_shards
 from .errors import PassagesError  # noqa: F401 (re-exported)
 
 INDEX_KINDS = ("flat", "hnsw", "hnsw_sq8", "ivfpq")
@@ -316,8 +316,6 @@ def build_index(
     its own faiss index of `index_kind`) and a `shards.json` manifest instead of one folder; load
     them with `ShardedIndex` (or `index_name="custom"`, `passages_path=<output_dir>`).
     """
-    import datasets
-
     output_dir = os.path.abspath(os.fspath(output_dir))
     check_output(output_dir, overwrite)  # refuse before any work
     if index_kind not in INDEX_KINDS:
@@ -396,9 +394,11 @@ def build_index(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if shards is not None:
+        from .build_shards import write_shards
+
         settings = dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ivf_nlist=ivf_nlist, pq_m=pq_m)
-        return _write_shards(output_dir, _passages_dataset(pairs, vectors, stored), vectors, manifest, shards, settings,
-                             overwrite=overwrite, progress=progress)
+        return write_shards(output_dir, _passages_dataset(pairs, vectors, stored), vectors, manifest, shards, settings,
+                            overwrite=overwrite, progress=progress)
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         _write_index_folder(tmp, _passages_dataset(pairs, vectors, stored), index, manifest, progress)
     return output_dir
@@ -416,112 +416,6 @@ def _write_index_folder(folder: str, dataset, index, manifest: dict, progress: b
     os.remove(os.path.join(folder, INCOMPLETE_MARKER))
     with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as f:  # last: marks completion
         json.dump(manifest, f, indent=2)
-
-
-# === Shards ===
-def check_shards(shards: Any, num_passages: Optional[int] = None) -> int:
-    """`shards` as an int, or a ValueError naming the problem (at least 1, at most one per passage)."""
-    if isinstance(shards, (bool, np.bool_)) or not isinstance(shards, (int, np.integer)):
-        raise ValueError(f"shards must be a positive integer, got {shards!r}")
-    if shards < 1:
-        raise ValueError(f"shards must be at least 1, got {shards}")
-    if num_passages is not None and shards > num_passages:
-        raise ValueError(f"shards={shards} is more than the {num_passages} passages: every shard needs at least one passage")
-    return int(shards)
-
-
-def shard_ranges(num_passages: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous global id ranges [start, end) of `shards` near-equal shards (the first ones one larger)."""
-    shards = check_shards(shards, num_passages)
-    size, extra = divmod(num_passages, shards)
-    ranges, start = [], 0
-    for k in range(shards):
-        end = start + size + (1 if k < extra else 0)
-        ranges.append((start, end))
-        start = end
-    return ranges
-
-
-def _write_shards(output_dir: str, dataset, vectors: np.ndarray, manifest: dict, shards: int, settings: dict,
-                  overwrite: bool, progress: bool) -> str:
-    """Write `shards` self-contained `custom` folders and the shard manifest, all in one atomic rename.
-
-    Each shard gets its own faiss index of `manifest["index_kind"]`, built from its rows of `vectors`;
-    `dataset` (every column, in order) is sliced, so passages and any stored ids keep their rows.
-    """
-    from .index.sharded import SHARD_FORMAT, SHARD_LAYOUT_VERSION, SHARDS_MANIFEST, shard_folder_name
-
-    ranges = shard_ranges(len(vectors), shards)
-    index_kind = manifest["index_kind"]
-    entries = []
-    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        open(os.path.join(tmp, INCOMPLETE_MARKER), "w").close()  # survives only a hard kill
-        for k, (start, end) in enumerate(ranges):
-            name = shard_folder_name(k)
-            started = time.perf_counter()
-            index = make_faiss_index(vectors[start:end], index_kind, **settings)
-            shard_manifest = dict(manifest, num_passages=end - start)
-            shard_manifest["faiss"] = dict(manifest.get("faiss") or {},
-                                           ivf_nlist=int(index.nlist) if index_kind == "ivfpq" else None)
-            shard_manifest["seconds"] = dict(manifest.get("seconds") or {}, index=round(time.perf_counter() - started, 3))
-            shard_manifest["shard"] = {"index": k, "of": len(ranges), "start": start, "end": end}
-            _write_index_folder(os.path.join(tmp, name), dataset.select(range(start, end)), index, shard_manifest, progress)
-            entries.append({"folder": name, "start": start, "end": end, "num_passages": end - start})
-        sharded = {
-            "format": SHARD_FORMAT,
-            "layout_version": SHARD_LAYOUT_VERSION,
-            "index_kind": index_kind,
-            "metric": manifest.get("metric", "inner_product"),
-            "dim": int(vectors.shape[1]),
-            "num_passages": len(vectors),
-            "num_shards": len(entries),
-            "shards": entries,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        os.remove(os.path.join(tmp, INCOMPLETE_MARKER))
-        with open(os.path.join(tmp, SHARDS_MANIFEST), "w", encoding="utf-8") as f:  # last: marks completion
-            json.dump(sharded, f, indent=2)
-    return output_dir
-
-
-def split_index(index_dir: str, output_dir: str, shards: int, *, overwrite: bool = False, progress: bool = True) -> str:
-    """Split an existing `build_index` folder into `shards` shards without embedding anything again.
-
-    The passages (every column, stored generator ids included) and their stored embeddings are
-    sliced in order; each shard builds its own faiss index of the source's kind and settings
-    (`hnsw_m`, `ef_construction`; IVF lists sized for the shard). Written like `build_index(...,
-    shards=)`; return `output_dir`.
-    """
-    import datasets
-
-    from .index.custom import read_manifest
-    from .index.passages import PassageStore, check_dataset_dir
-
-    index_dir = os.path.abspath(os.fspath(index_dir))
-    output_dir = os.path.abspath(os.fspath(output_dir))
-    check_shards(shards)
-    check_output(output_dir, overwrite)
-    if not os.path.isdir(index_dir):
-        raise FileNotFoundError(f"index folder {index_dir!r} does not exist (or is not a folder)")
-    if os.path.commonpath([index_dir, output_dir]) in (index_dir, output_dir):
-        raise ValueError(f"the output {output_dir!r} must not contain, or be inside, the index folder {index_dir!r}")
-    source = read_manifest(index_dir)
-    if source is None:
-        raise ValueError(f"{index_dir!r} is not a folder written by `python -m rag_core.build_index` (no {MANIFEST})")
-    passages_dir = os.path.join(index_dir, PASSAGES_DIR)
-    check_dataset_dir(passages_dir, "passages")
-    dataset = datasets.load_from_disk(passages_dir)
-    store = PassageStore.from_dataset(dataset, source=f"passages {passages_dir!r}")
-    check_shards(shards, len(store))
-    vectors = np.ascontiguousarray(store.embeddings(np.arange(len(store))), dtype=np.float32)
-    faiss_settings = source.get("faiss") or {}
-    settings = dict(hnsw_m=faiss_settings.get("hnsw_m") or 32, ef_construction=faiss_settings.get("ef_construction") or 200)
-    check_index_build_settings(**settings)
-    manifest = dict(source, num_passages=len(store), split_from=index_dir)
-    manifest.setdefault("metric", "inner_product")
-    if manifest.get("index_kind") not in INDEX_KINDS:
-        raise ValueError(f"{index_dir!r}: unknown index_kind {manifest.get('index_kind')!r} in its manifest")
-    return _write_shards(output_dir, dataset, vectors, manifest, shards, settings, overwrite=overwrite, progress=progress)
 
 
 def _passages_dataset(pairs: Sequence[tuple[str, str]], vectors: np.ndarray, stored_ids: Optional[list] = None):
@@ -603,13 +497,20 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "embedding again (each shard builds a faiss index of the source's kind)")
     args = parser.parse_args(argv)
     if args.split_index:
-        return _split_main(parser, args)
+        if args.shards is None:
+            parser.error("--split-index needs --shards S")
+        if args.encoder is not None or args.embeddings is not None:
+            parser.error("--split-index reuses the stored embeddings; do not give --encoder or --embeddings")
+        from .build_shards import split_index
+
+        return _run(lambda: split_index(args.passages, args.output_dir, args.shards, overwrite=args.overwrite,
+                                        progress=not args.no_progress), sharded=True)
     if (args.encoder is None) == (args.embeddings is None):
         parser.error("give exactly one of --encoder (a model that embeds the passages) or --embeddings "
                      "(a .npy file of precomputed passage embeddings)")
     if args.embeddings is not None and (args.pooling is not None or args.normalize):
         parser.error("--pooling and --normalize apply to --encoder; --embeddings are used as they are")
-    try:
+    def build() -> str:
         pairs = read_passages(args.passages, args.format)
         embeddings = None
         if args.embeddings is not None:
@@ -617,7 +518,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 embeddings = np.load(args.embeddings, allow_pickle=False)
             except (OSError, ValueError) as err:  # missing, not a .npy file, or an object (pickled) array
                 raise ValueError(f"--embeddings {args.embeddings!r}: not a readable .npy array ({err})") from None
-        out = build_index(
+        return build_index(
             pairs, args.output_dir, encoder=args.encoder, embeddings=embeddings, pooling=args.pooling,
             normalize=args.normalize,
             index_kind=args.index_kind, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
@@ -626,13 +527,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             max_length=args.max_length, device=args.device, overwrite=args.overwrite, progress=not args.no_progress,
             shards=args.shards,
         )
+
+    return _run(build, sharded=args.shards is not None)
+
+
+def _run(write: Callable[[], str], sharded: bool) -> int:
+    """Run `write` (it returns the folder written); errors become one line on stderr and status 2."""
+    try:
+        out = write()
     except (OutputExistsError, PassagesError, FileNotFoundError, NotADirectoryError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return 130
-    return _report(out, args.shards is not None)
+    return _report(out, sharded)
 
 
 def _report(out: str, sharded: bool) -> int:
@@ -644,22 +553,6 @@ def _report(out: str, sharded: bool) -> int:
     print(f"wrote {manifest['num_passages']} passages ({manifest['dim']}-dim, {manifest['index_kind']}){where} to {out}")
     print(f"use: RagRetriever(..., index_name='custom', passages_path={out!r})")
     return 0
-
-
-def _split_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.shards is None:
-        parser.error("--split-index needs --shards S")
-    if args.encoder is not None or args.embeddings is not None:
-        parser.error("--split-index reuses the stored embeddings; do not give --encoder or --embeddings")
-    try:
-        out = split_index(args.passages, args.output_dir, args.shards, overwrite=args.overwrite, progress=not args.no_progress)
-    except (OutputExistsError, PassagesError, FileNotFoundError, NotADirectoryError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
-    return _report(out, True)
 
 
 if __name__ == "__main__":

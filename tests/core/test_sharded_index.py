@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rag_core import RagRetriever
-from rag_core.build_index import build_index, main, split_index
+from rag_core.build_index import build_index, main
+from rag_core.build_shards import split_index
 from rag_core.index import CustomIndex, IndexFormatError, IndexNotFoundError, ShardedIndex
 from tests.harness.configs import HIDDEN, tiny_rag_config
 from tests.harness.files import leftovers, snapshot, write_half_then_fail
