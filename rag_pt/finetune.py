@@ -340,11 +340,10 @@ class _Loop:
                     self.writer.add_scalar("train/loss", mean, step)
                     self.writer.add_scalar("train/learning_rate", lr, step)
                 bar.set_postfix(loss=f"{mean:.4f}")
-        validate = (args.eval_steps is not None and step % args.eval_steps == 0) or (args.eval_steps is None and epoch_done)
-        if validate:
+        action = runs.after_step(args, step, epoch_done)
+        if action == "validate":
             self._validate()
-            self._save_last()
-        elif args.save_steps is not None and step % args.save_steps == 0:
+        if action is not None:
             self._save_last()
 
     # === Validation and checkpoints ===

@@ -25,14 +25,7 @@ def load_model(components: Any, model_type: str):
     """The TensorFlow RAG model of a run (`rag_token` / `rag_sequence`), with the run's retriever attached."""
     from . import TFRagSequenceForGeneration, TFRagTokenForGeneration
 
-    cls = TFRagTokenForGeneration if model_type == "rag_token" else TFRagSequenceForGeneration
-    if components.checkpoint is not None:
-        model = cls.from_pretrained(components.checkpoint, config=components.config, retriever=components.retriever)
-    else:
-        model = cls.from_pretrained_question_encoder_generator(
-            components.question_encoder_path, components.generator_path, retriever=components.retriever,
-            config=components.config)
-    return model
+    return components.load_model(model_type, TFRagTokenForGeneration, TFRagSequenceForGeneration)
 
 
 class Predictor:

@@ -259,11 +259,10 @@ class _Loop(keras.callbacks.Callback):
             lr = args.learning_rate * runs.lr_factor(step - 1, args.warmup_steps, self.total, args.lr_scheduler)
             self.run_folder.log({"step": step, "epoch": state.epoch, "loss": mean, "learning_rate": lr,
                                  "time": round(time.time(), 3)})
-        validate = (args.eval_steps is not None and step % args.eval_steps == 0) or (args.eval_steps is None and epoch_done)
-        if validate:
+        action = runs.after_step(args, step, epoch_done)
+        if action == "validate":
             self.validate()
-            self.save_last()
-        elif args.save_steps is not None and step % args.save_steps == 0:
+        if action is not None:
             self.save_last()
 
     # === Validation and checkpoints ===

@@ -28,6 +28,15 @@ class Components:
 
         return RagTokenizer(self.question_tokenizer, self.generator_tokenizer)
 
+    def load_model(self, model_type: str, token_class: Any, sequence_class: Any):
+        """The run's RAG model (`rag_token` / `rag_sequence`: one of the framework's two classes), from
+        the RAG checkpoint or from the two sub-model folders, with the run's retriever attached."""
+        cls = token_class if model_type == "rag_token" else sequence_class
+        if self.checkpoint is not None:
+            return cls.from_pretrained(self.checkpoint, config=self.config, retriever=self.retriever)
+        return cls.from_pretrained_question_encoder_generator(
+            self.question_encoder_path, self.generator_path, retriever=self.retriever, config=self.config)
+
     @property
     def decoder_start_token_id(self) -> int:
         generator = self.config.generator

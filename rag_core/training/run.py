@@ -214,5 +214,17 @@ class RunFolder:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def after_step(args, step: int, epoch_done: bool) -> Optional[str]:
+    """What a run does after optimizer step `step`: "validate" (then save `last`), "save" or None.
+
+    Validation every `--eval_steps`, or at the end of every epoch without it; `--save_steps` saves
+    `last` in between."""
+    if (args.eval_steps is not None and step % args.eval_steps == 0) or (args.eval_steps is None and epoch_done):
+        return "validate"
+    if args.save_steps is not None and step % args.save_steps == 0:
+        return "save"
+    return None
+
+
 def eval_record(step: int, epoch: int, metrics: dict) -> dict:
     return {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
