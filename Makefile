@@ -29,7 +29,7 @@ setup: $(STAMP)
 $(STAMP): constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,tf,demo,train,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[torch,tf,demo,train,ray,dev]"
 	touch $(STAMP)
 
 oracle-setup: $(ORACLE_STAMP)
