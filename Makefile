@@ -13,7 +13,8 @@ ORACLE_PY    := $(ORACLE_VENV)/bin/python
 ORACLE_STAMP := $(ORACLE_VENV)/.installed
 FRAMEWORK ?= pt
 PYTEST_ARGS ?=
-# pytest-xdist workers: the suites are mostly single-threaded, so two workers use both cores
+# pytest-xdist workers: the suites are mostly single-threaded, so two workers use both cores;
+# loadgroup keeps the tests of one xdist_group (the Ray tests: one local cluster) on one worker
 TEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -45,12 +46,12 @@ test: test-main test-oracle test-wheel
 
 # The whole suite on the current stack (oracle-only tests skip themselves here).
 test-main: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 # transformers 4.57: its TensorFlow RAG classes against ours, and the library's PyTorch and core
 # suites on 4.x. tf-keras serves transformers' TF classes only; rag_tf uses Keras 3 (`import keras`).
 test-oracle: oracle-setup
-	TF_USE_LEGACY_KERAS=1 $(ORACLE_PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests/oracle tests/core tests/pt $(PYTEST_ARGS)
+	TF_USE_LEGACY_KERAS=1 $(ORACLE_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" tests/oracle tests/core tests/pt $(PYTEST_ARGS)
 
 # The built wheel (not the checkout) in fresh environments with one extra each.
 test-wheel: setup

@@ -32,6 +32,9 @@ _LAZY = {
     "CheckpointError": "rag_core.errors",
     "CheckpointNotFoundError": "rag_core.errors",
     "NotAFolderError": "rag_core.errors",
+    "MissingExtraError": "rag_core.errors",
+    "IndexServiceError": "rag_core.errors",
+    "ShardUnavailableError": "rag_core.errors",
     "TokenizerInputError": "rag_core.errors",
     "RagConfig": "rag_core.configuration_rag",
     "RagTokenizer": "rag_core.tokenization_rag",
@@ -44,6 +47,8 @@ _LAZY = {
     "CanonicalIndex": "rag_core.index",
     "LegacyIndex": "rag_core.index",
     "ShardedIndex": "rag_core.index",
+    "RayIndex": "rag_core.serving",
+    "RayIndexService": "rag_core.serving",
     "contexts_from_passages": "rag_core.contexts",
     "invalid_doc_mask": "rag_core.contexts",
 }
@@ -66,11 +71,12 @@ def __dir__():
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import (
-        CheckpointError, CheckpointNotFoundError, ContextInputError, IndexFormatError, IndexNotFoundError, IndexNotInitializedError, NotAFolderError, OutputExistsError, PassagesError, PickleNotAllowedError, RagConfigError, RagError, RagInputError, ResumeError, RetrievalInputError, SubModelWeightError, TokenizerInputError, TrainingDataError, UnknownIndexError, UnsupportedModelError, WeightConversionError,
+        CheckpointError, CheckpointNotFoundError, ContextInputError, IndexFormatError, IndexNotFoundError, IndexNotInitializedError, IndexServiceError, MissingExtraError, NotAFolderError, OutputExistsError, PassagesError, PickleNotAllowedError, RagConfigError, RagError, RagInputError, ResumeError, RetrievalInputError, ShardUnavailableError, SubModelWeightError, TokenizerInputError, TrainingDataError, UnknownIndexError, UnsupportedModelError, WeightConversionError,
     )
     from .configuration_rag import RagConfig
     from .contexts import contexts_from_passages, invalid_doc_mask
     from .index import CanonicalIndex, CustomIndex, Index, LegacyIndex, ShardedIndex
     from .outputs import RetrievAugGenerateOutput, RetrievAugLMMarginOutput, RetrievAugLMOutput
     from .retrieval_rag import RagRetriever
+    from .serving import RayIndex, RayIndexService
     from .tokenization_rag import RagTokenizer

@@ -95,6 +95,21 @@ class NotAFolderError(RagError, NotADirectoryError):
     """A path that must be a folder (where a checkpoint is saved or loaded) is an existing file."""
 
 
+# === Serving an index with Ray ===
+class MissingExtraError(RagError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+class IndexServiceError(RagError, RuntimeError):
+    """The Ray index service cannot be found, started or used as asked; the message says which service
+    (name, namespace) and why."""
+
+
+class ShardUnavailableError(IndexServiceError):
+    """No replica of an index shard answered (each failed or timed out); the message names the shard,
+    its id range, the service and the errors."""
+
+
 # === Tokenizer ===
 class TokenizerInputError(RagInputError):
     """Bad input to `RagTokenizer`: a missing or unusable sub-tokenizer, or text of the wrong type."""

@@ -40,13 +40,13 @@ from .arguments import check_retriever_options, resolve
 from .contexts import ContextAssembler, ContextInputError, contexts_from_passages
 from .index import (
     CustomIndex,
-    DenseIndex,
     Index,
     RetrievalInputError,
     check_n_docs,
     check_question_hidden_states,
     index_from_config,
 )
+from .index.base import IndexVersionChanged
 
 
 class RagRetriever:
@@ -67,7 +67,7 @@ class RagRetriever:
     """
 
     # Attributes rebuilt, not copied, when the retriever is pickled or deep-copied.
-    _NOT_COPIED = ("_lock", "contexts", "_stored_ids_for", "_stored_ids_usable", "_stored_ids_version")
+    _NOT_COPIED = ("_lock", "contexts", "_stored_ids_for", "_stored_ids_usable", "_stored_ids_version", "_pinned_version")
 
     def __init__(self, config, question_encoder_tokenizer, generator_tokenizer, index: Optional[Index] = None, init_retrieval: bool = True):
         # === Config ===
@@ -215,10 +215,37 @@ class RagRetriever:
     # === Retrieval ===
     def _snapshot(self) -> tuple[Index, ContextAssembler, int]:
         """The index, the context assembler and the cache generation one call uses from start to end,
-        taken together: a concurrent `retriever.index = other` changes none of them mid-call."""
+        taken together: a concurrent `retriever.index = other` changes none of them mid-call.
+
+        A versioned index (one with `pinned()`, such as `rag_core.serving.RayIndex`) is pinned to its
+        current version here; when that version is newer than the last one seen, the passage cache
+        starts a new generation (its ids name other passages now).
+        """
         with self._lock:
             contexts = self.contexts
-            return self._index, contexts, contexts.current_generation()
+            index = self._pin(self._index, contexts)
+            return index, contexts, contexts.current_generation()
+
+    def _pin(self, index: Index, contexts: ContextAssembler):
+        """`index`, or for a versioned index the view of its current version (call under `self._lock`)."""
+        pinned = getattr(index, "pinned", None)
+        if pinned is None:
+            return index
+        view = pinned()
+        seen = self.__dict__.get("_pinned_version")
+        if seen is not None and seen != (id(index), view.version):
+            contexts.clear_cache()
+        self._pinned_version = (id(index), view.version)
+        return view
+
+    def _on_one_version(self, call):
+        """Run `call()`, again if a versioned index changed versions during it (see `IndexVersionChanged`)."""
+        for _ in range(5):
+            try:
+                return call()
+            except IndexVersionChanged:
+                continue
+        raise RetrievalInputError("the index changed versions 5 times during one retriever call")
 
     def _check(self, question_hidden_states: Any, n_docs: Any, index: Optional[Index] = None) -> tuple[np.ndarray, int]:
         index = self._index if index is None else index
@@ -246,7 +273,11 @@ class RagRetriever:
         the original gives them: `title`, `text` and any other column (an `id`, ...) as lists of
         n_docs values, `embeddings` as a (n_docs, D) float32 array.
         """
-        index = self._index  # one index for the search and the passages, whatever replaces it meanwhile
+        return self._on_one_version(lambda: self._retrieve(question_hidden_states, n_docs))
+
+    def _retrieve(self, question_hidden_states, n_docs):
+        with self._lock:  # one index (version) for the search and the passages, whatever replaces it meanwhile
+            index = self._pin(self._index, self.contexts)
         question_hidden_states, n_docs = self._check(question_hidden_states, n_docs, index)
         doc_ids, doc_embeds = self._main_retrieve(question_hidden_states, n_docs, index)
         return doc_embeds, doc_ids, index.get_doc_dicts(doc_ids)
@@ -265,7 +296,7 @@ class RagRetriever:
         with self._lock:
             index = self._index if index is None else index
             contexts = self.contexts if contexts is None else contexts
-            if not isinstance(index, DenseIndex) or not index.is_initialized():
+            if not hasattr(index, "stored_ids_fingerprint") or not index.is_initialized():
                 return None
             version = (id(contexts), contexts.tokenizer_version)
             if self._stored_ids_for is not index or self._stored_ids_version != version:
@@ -279,7 +310,7 @@ class RagRetriever:
     def _fetch(self, doc_ids: np.ndarray, index: Optional[Index] = None) -> tuple[list[str], list[str]]:
         """Titles and texts of doc ids (>= 0) from `index` (default: the current one)."""
         index = self._index if index is None else index
-        if isinstance(index, DenseIndex):
+        if hasattr(index, "get_passages"):  # a DenseIndex or a pinned served version
             rows = index._doc_ids_to_rows(doc_ids)
             return index.get_passages(rows)
         doc_dicts = index.get_doc_dicts(doc_ids.reshape(1, -1))
@@ -311,6 +342,11 @@ class RagRetriever:
         """
         check_retriever_options(prefix=prefix, return_tensors=return_tensors)
         n_docs = resolve(n_docs, self.n_docs)
+        return self._on_one_version(
+            lambda: self._call(question_input_ids, question_hidden_states, prefix, n_docs, return_tensors)
+        )
+
+    def _call(self, question_input_ids, question_hidden_states, prefix, n_docs, return_tensors):
         # search, passages and cache all from the index this call starts with (see `_snapshot`)
         index, contexts, generation = self._snapshot()
         question_hidden_states, n_docs = self._check(question_hidden_states, n_docs, index)

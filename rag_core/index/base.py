@@ -69,6 +69,12 @@ def check_question_hidden_states(question_hidden_states: Any, vector_size: int) 
     return array
 
 
+class IndexVersionChanged(Exception):
+    """Raised by a pinned view of a versioned index (see `Index.pinned`) when the index moved to a
+    new version during a call: `RagRetriever` then runs the whole call again on the new version, so
+    one answer never mixes two versions. Not an error a user sees."""
+
+
 # === Interface ===
 class Index:
     """What `RagRetriever` needs from an index. Subclass it to plug in another store.
@@ -78,6 +84,10 @@ class Index:
     - `get_doc_dicts(doc_ids (B, n_docs)) -> B dicts` with `title`, `text` (lists of n_docs strings)
       and `embeddings` ((n_docs, D) float32); an id < 0 gives "", "" and zeros.
     - `init_index()` loads the index into memory; `is_initialized()` says whether it is loaded.
+
+    An index whose content can change under its users (a served index swapping versions) also
+    offers `pinned()`: a view of the current version that `RagRetriever` uses for every step of
+    one call, raising `IndexVersionChanged` if that version is retired meanwhile.
     """
 
     vector_size: int

@@ -158,6 +158,17 @@ class ShardedPassages:
         return out.reshape(*rows.shape, self.embedding_dim)
 
 
+def merged_order(scores: np.ndarray, ids: np.ndarray, n_docs: int) -> np.ndarray:
+    """Positions (B, min(n_docs, C)) of the best candidates among `scores` / global `ids` (B, C).
+
+    Found (id >= 0) before missing, then higher score, then smaller id: the order every merge of
+    per-shard results uses, in one process (`ShardedIndex`) or across processes (`rag_core.serving`).
+    """
+    missing = ids < 0
+    # lexsort: the last key is the primary one
+    return np.lexsort((ids, -np.where(missing, 0, scores), missing), axis=-1)[:, :n_docs]
+
+
 def merge_top_k(results: list[tuple[np.ndarray, np.ndarray]], starts, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard `(scores (B, k), local rows (B, k))` into the global top `n_docs`.
 
@@ -171,9 +182,7 @@ def merge_top_k(results: list[tuple[np.ndarray, np.ndarray]], starts, n_docs: in
         ids.append(np.where(rows >= 0, rows + int(start), -1))
         scores.append(np.asarray(shard_scores, dtype=np.float32))
     scores, ids = np.concatenate(scores, axis=1), np.concatenate(ids, axis=1)
-    missing = ids < 0
-    # lexsort: the last key is the primary one -- found before missing, then higher score, then smaller id
-    order = np.lexsort((ids, -np.where(missing, 0, scores), missing), axis=-1)[:, :n_docs]
+    order = merged_order(scores, ids, n_docs)
     merged_ids = np.take_along_axis(ids, order, 1)
     merged_scores = np.take_along_axis(scores, order, 1)
     if merged_ids.shape[1] < n_docs:  # every shard returns n_docs slots, so only with no shards at all
