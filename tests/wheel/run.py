@@ -4,7 +4,7 @@
 
 1. Builds the sdist and, from it, the wheel (`python -m build`), and checks that the wheel holds every
    `.py` file of `rag_core/`, `rag_pt/` and `rag_tf/` in the checkout (its RECORD), nothing but those
-   three packages, and the `torch` / `tf` extras; the sdist must hold the same files.
+   three packages, and the `torch` / `tf` / `ray` extras; the sdist must hold the same files.
 2. For each mode (core: no extra, torch: `[torch]`, tf: `[tf]`) creates `.venv-wheel-<mode>` in the
    repository root with `--python` and installs `pip install -c constraints.txt "rag-twin[<extra>] @ <wheel>"`.
    The environment is reused while its stamp (constraints.txt, pyproject.toml, the interpreter) still
@@ -120,8 +120,8 @@ def check_wheel(wheel: Path, sdist: Path) -> int:
     if stray:
         raise WheelCheckError(f"{wheel.name} installs more than {PACKAGES}: {stray}")
     extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Provides-Extra:")}
-    if not {"torch", "tf"} <= extras:
-        raise WheelCheckError(f"{wheel.name} declares the extras {sorted(extras)}; expected torch and tf")
+    if not {"torch", "tf", "ray"} <= extras:
+        raise WheelCheckError(f"{wheel.name} declares the extras {sorted(extras)}; expected torch, tf and ray")
     with tarfile.open(sdist) as archive:
         in_sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     missing = [f for f in expected if f not in in_sdist]
@@ -183,7 +183,7 @@ def check_installed(python: Path, mode: str) -> dict:
     if cuda:
         raise WheelCheckError(f"{mode}: a CUDA build came along ({cuda}); torch must be the pinned CPU wheel ({dists.get('torch')})")
     frameworks = {"core": (), "torch": ("torch",), "tf": ("tensorflow-cpu", "tensorflow", "keras")}[mode]
-    absent = [name for name in ("torch", "tensorflow", "tensorflow-cpu", "tf-keras", "jax") if name in dists and name not in frameworks]
+    absent = [name for name in ("torch", "tensorflow", "tensorflow-cpu", "tf-keras", "jax", "ray") if name in dists and name not in frameworks]
     if absent:
         raise WheelCheckError(f"{mode}: the install pulled in {absent}")
     return dists

@@ -207,6 +207,13 @@ def check_missing_framework_errors(mode: str) -> None:
         check("Error" in last and any(n in last for n in names),
               f"`{statement}` without its framework should raise an ImportError naming {names}; got: {last}")
         print(f"  info {package} without its framework: {last}", flush=True)
+    # the Ray-served index without the ray extra: an error naming the extra, raised on first use
+    if importlib.util.find_spec("ray") is None:
+        probe = run(["-c", "from rag_core import RayIndex; RayIndex('kb').init_index()"])
+        last = (probe.stderr.strip().splitlines() or [""])[-1]
+        check(probe.returncode != 0 and "MissingExtraError" in last and "rag-twin[ray]" in last,
+              f"RayIndex without ray should raise MissingExtraError naming rag-twin[ray]; got: {last}")
+        print(f"  info RayIndex without ray: {last}", flush=True)
 
 
 # === Tokenizers ===
