@@ -134,8 +134,12 @@ class RayIndexService:
 
     def _current(self) -> dict:
         import ray
+        from ray.exceptions import RayActorError
 
-        group = ray.get(self._directory.current_version.remote())
+        try:
+            group = ray.get(self._directory.current_version.remote())
+        except RayActorError:
+            group = None
         if group is None:
             raise IndexServiceError(f"the index service {self.name!r} in namespace {self.namespace!r} was shut down")
         return group
