@@ -142,7 +142,8 @@ class RagRetriever:
         """Load config and tokenizers from a folder (the original's layout) and the index the config names.
 
         `indexed_dataset`: a `datasets.Dataset` with columns title, text, embeddings and a faiss
-        index on `embeddings` (sets `index_name="custom"`). Extra keyword arguments: `config`,
+        index on `embeddings` (sets `index_name="custom"`). `index`: an `Index` to use instead of
+        the one the config names (a served `rag_core.RayIndex`, ...). Extra keyword arguments: `config`,
         `init_retrieval`, `dataset_path` (local passages for exact/compressed), `allow_pickle` (legacy
         DPR pickles), and config overrides (e.g. `index_name=`, `passages_path=`, `index_path=`).
         """
@@ -154,6 +155,7 @@ class RagRetriever:
         # resolved once: config and tokenizers come from the same snapshot (revision, cache_dir)
         retriever_name_or_path = resolve_folder(retriever_name_or_path, **pop_hub_kwargs(kwargs))
         init_retrieval = kwargs.pop("init_retrieval", True)
+        index = kwargs.pop("index", None)
         dataset_path = kwargs.pop("dataset_path", None)
         allow_pickle = kwargs.pop("allow_pickle", False)
         config = kwargs.pop("config", None)
@@ -165,7 +167,10 @@ class RagRetriever:
                 setattr(config, key, value)
             config.validate()
         tokenizer = RagTokenizer.from_pretrained(retriever_name_or_path, config=config)
-        if indexed_dataset is not None:
+        if index is not None:
+            if indexed_dataset is not None:
+                raise RetrievalInputError("give either indexed_dataset or index, not both")
+        elif indexed_dataset is not None:
             config.index_name = "custom"
             index = CustomIndex.from_dataset(
                 indexed_dataset, config.retrieval_vector_size, hnsw_ef_search=config.hnsw_ef_search, ivf_nprobe=config.ivf_nprobe

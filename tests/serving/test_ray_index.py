@@ -159,6 +159,12 @@ def test_retriever_over_the_service_equals_in_process(folders, service, question
     np.testing.assert_array_equal(emb_b, emb_a)
     assert [d["title"] for d in dicts_b] == [d["title"] for d in dicts_a]
     assert [d["text"] for d in dicts_b] == [d["text"] for d in dicts_a]
+    # from_pretrained with the served index in place of the one the config names
+    local.save_pretrained(os.path.join(root, "retriever-folder"))
+    loaded = RagRetriever.from_pretrained(os.path.join(root, "retriever-folder"), index=RayIndex(svc.name))
+    assert isinstance(loaded.index, RayIndex)
+    np.testing.assert_array_equal(loaded(question_ids, queries, n_docs=5)["context_input_ids"],
+                                  local(question_ids, queries, n_docs=5)["context_input_ids"])
     # copies carry the service's name, not its actors, and reconnect on first use
     for copied in (pickle.loads(pickle.dumps(served)), copy.deepcopy(served)):
         assert isinstance(copied.index, RayIndex)
