@@ -8,6 +8,7 @@ the client; bad settings.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
 import subprocess
@@ -281,6 +282,27 @@ def test_start_joins_a_running_service_and_refuses_other_settings(folders, servi
         RayIndexService.start(folders["flat3"], name="join-me", num_cpus=0.5, replicas=2)
     connected = RayIndexService.connect("join-me")
     assert connected.version == 1
+
+
+def test_processes_starting_one_service_at_once_start_it_once(folders, ray_cluster):
+    """Three processes (as the ranks of a job) call `start` at the same moment: one version, the same actors."""
+    code = (
+        "import json, sys\n"
+        "from rag_core.serving import RayIndexService\n"
+        "svc = RayIndexService.start(sys.argv[1], name='race', num_cpus=0.5, replicas=2, address=sys.argv[2])\n"
+        "print('ACTORS', svc.version, json.dumps(sorted(a._actor_id.hex() for r in svc.actors() for a in r)))\n"
+    )
+    env = dict(os.environ, RAY_ADDRESS=ray_cluster)
+    procs = [subprocess.Popen([sys.executable, "-c", code, folders["flat3"], ray_cluster], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+        lines = [next(line for line in out.splitlines() if line.startswith("ACTORS")) for out, _ in outputs]
+        assert len(set(lines)) == 1 and lines[0].startswith("ACTORS 1 "), lines
+        assert len(json.loads(lines[0].split(" ", 2)[2])) == 6  # 3 shards x 2 replicas, started once
+    finally:
+        RayIndexService.connect("race").shutdown()
 
 
 def test_bad_settings_and_missing_services_are_named(folders, ray_cluster, tmp_path):
