@@ -195,6 +195,16 @@ class RayIndex(Index):
             self._in_flight[actor._actor_id] = self._in_flight.get(actor._actor_id, 0) + delta
 
 
+def _record(answer: dict, i: int, embedding: np.ndarray) -> tuple:
+    """Passage `i` of a shard server's answer: (title, text, embedding, other columns, stored ids or None)."""
+    stored = answer.get("stored")
+    return (
+        answer["titles"][i], answer["texts"][i], embedding,
+        {name: values[i] for name, values in (answer.get("columns") or {}).items()},
+        stored[i] if stored is not None else None,
+    )
+
+
 class RayIndexVersion:
     """One version of a served index, as one retriever call sees it (see `RayIndex.pinned`).
 
@@ -297,21 +307,12 @@ class RayIndexVersion:
         embeds = np.concatenate([p["embeddings"] for p in parts], axis=1)
         merged_embeds = np.take_along_axis(embeds, order[:, :, None], 1).astype(np.float32, copy=False)
         # keep the hits' passages for the lookups that follow in this call
-        width = n_docs
-        for s, p in enumerate(parts):
+        for p in parts:
             flat_ids = p["ids"].reshape(-1)
-            columns = p.get("columns") or {}
-            stored = p.get("stored")
             for i in np.flatnonzero(flat_ids >= 0):
-                doc = int(flat_ids[i])
-                if doc in self._memo:
-                    continue
-                row, col = divmod(int(i), width)
-                self._memo[doc] = (
-                    p["titles"][i], p["texts"][i], p["embeddings"][row, col],
-                    {name: values[i] for name, values in columns.items()},
-                    stored[i] if stored is not None else None,
-                )
+                if int(flat_ids[i]) not in self._memo:
+                    row, col = divmod(int(i), n_docs)
+                    self._memo[int(flat_ids[i])] = _record(p, int(i), p["embeddings"][row, col])
         return merged_scores, merged_ids, merged_embeds
 
     def search(self, question_hidden_states, n_docs):
@@ -339,15 +340,8 @@ class RayIndexVersion:
             shard_of = np.searchsorted(self._starts, missing, side="right") - 1
             answers = self._ask({int(k): ("lookup", (missing[shard_of == k],)) for k in np.unique(shard_of)})
             for k, answer in answers.items():
-                wanted = missing[shard_of == k]
-                columns = answer.get("columns") or {}
-                stored = answer.get("stored")
-                for i, doc in enumerate(wanted.tolist()):
-                    self._memo[doc] = (
-                        answer["titles"][i], answer["texts"][i], answer["embeddings"][i],
-                        {name: values[i] for name, values in columns.items()},
-                        stored[i] if stored is not None else None,
-                    )
+                for i, doc in enumerate(missing[shard_of == k].tolist()):
+                    self._memo[doc] = _record(answer, i, answer["embeddings"][i])
         empty = ("", "", np.zeros(self.vector_size, dtype=np.float32), {name: None for name in self.group["columns"]}, None)
         return [self._memo[int(d)] if d >= 0 else empty for d in flat]
 
