@@ -24,6 +24,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--index_path", default=None,
                        help="a passage index folder from `python -m rag_core.build_index` (or a folder holding "
                             "passages/ and index.faiss); default: the index the checkpoint's config names")
+    group.add_argument("--ray_index", default=None, metavar="NAME",
+                       help="retrieve from the Ray index service of this name (rag_core.RayIndexService), shared by "
+                            "every process of the run, instead of loading an index in each process")
+    group.add_argument("--ray_address", default=None, help="with --ray_index: the Ray cluster (default: RAY_ADDRESS, "
+                                                           "or a cluster started on this machine with `ray start`)")
+    group.add_argument("--ray_namespace", default="rag_twin", help="with --ray_index: the service's Ray namespace")
     group.add_argument("--n_docs", type=int, default=None, help="passages per question while training (default: config)")
     group.add_argument("--max_combined_length", type=int, default=None,
                        help="token limit of a passage + question context (default: config)")

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from ..errors import IndexNotFoundError
 from ..index.custom import INDEX_FILE, MANIFEST, PASSAGES_DIR
+from ..index.sharded import is_sharded_folder, read_shards_manifest
 
 
 @dataclasses.dataclass
@@ -50,6 +51,10 @@ def index_settings(index_path: str) -> dict:
     """`RagConfig` fields for an index folder: a `build_index` output (manifest.json), or a folder
     holding `passages/` (save_to_disk) and `index.faiss` (the original's custom layout)."""
     index_path = os.path.abspath(os.fspath(index_path))
+    if is_sharded_folder(index_path):  # a `build_index --shards` folder
+        dim = read_shards_manifest(index_path).get("dim")
+        settings = {"index_name": "custom", "passages_path": index_path, "index_path": None}
+        return {**settings, "retrieval_vector_size": int(dim)} if dim else settings
     if os.path.isfile(os.path.join(index_path, MANIFEST)):
         from ..index.custom import read_manifest
 
@@ -103,7 +108,12 @@ def resolve_components(args, n_docs: Optional[int] = None) -> Components:
         config = RagConfig.from_question_encoder_generator_configs(question_config, generator_config, **overrides)
         question_tokenizer = AutoTokenizer.from_pretrained(args.question_encoder_name_or_path)
         generator_tokenizer = AutoTokenizer.from_pretrained(args.generator_name_or_path)
-    retriever = RagRetriever(config, question_tokenizer, generator_tokenizer)
+    index = None
+    if getattr(args, "ray_index", None):
+        from ..serving import RayIndex
+
+        index = RayIndex(args.ray_index, namespace=args.ray_namespace, address=args.ray_address)
+    retriever = RagRetriever(config, question_tokenizer, generator_tokenizer, index=index)
     return Components(config, question_tokenizer, generator_tokenizer, retriever,
                       checkpoint=args.model_name_or_path, question_encoder_path=args.question_encoder_name_or_path,
                       generator_path=args.generator_name_or_path)
