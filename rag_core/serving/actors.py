@@ -48,8 +48,7 @@ class ShardServer:
 
         started = time.perf_counter()
         self.spec = dict(spec)
-        threads = max(1, int(spec.get("threads") or 1))
-        faiss.omp_set_num_threads(threads)  # as many threads as CPUs reserved, not the node's count
+        self.threads = max(1, int(spec.get("threads") or 1))
         self.start = int(spec["start"])
         self.end = int(spec["end"])
         self.version = int(spec["version"])
@@ -106,6 +105,10 @@ class ShardServer:
         if self.superseded_by is not None:
             return {"status": SUPERSEDED, "version": self.version, "current": self.superseded_by}
         self.calls += 1
+        import faiss
+
+        # as many threads as CPUs reserved, not the node's count (per calling thread in OpenMP, so per call)
+        faiss.omp_set_num_threads(self.threads)
         scores, rows = self.index.search(queries, n_docs)
         answer = {"status": "ok", "version": self.version, "scores": scores}
         answer["ids"] = np.where(rows >= 0, rows + self.start, -1)

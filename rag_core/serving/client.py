@@ -42,7 +42,8 @@ class RayIndex(Index):
     Args:
         name, namespace: the service's name and Ray namespace.
         address: the Ray cluster (None: the running session, `RAY_ADDRESS`, or `ray start` on this machine).
-        timeout_s: how long one actor may take to answer before its replica is given up on.
+        timeout_s: how long one actor may take to answer before the call is asked of another replica; set
+            it above the slowest search you expect (a busy actor is not a dead one).
         connect_timeout_s: how long to wait for the cluster and the service to appear.
         attempts: tries per shard and call (default: replicas + 2, counting restarts).
     """
@@ -266,6 +267,13 @@ class RayIndexVersion:
                 cause = err.cause if getattr(err, "cause", None) is not None else err
                 raise cause from None
             except (RayActorError, GetTimeoutError) as err:
+                if isinstance(err, GetTimeoutError):
+                    # a slow replica, not a dead one: withdraw the call if it has not started, so that the
+                    # retry below does not add a second search to a busy actor's queue
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # noqa: BLE001 - best effort; a running call finishes and is ignored
+                        pass
                 errors[k].append(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
                 if self.owner.refresh() > self.version:  # the version was retired meanwhile
                     raise IndexVersionChanged(self.version) from None
@@ -274,7 +282,7 @@ class RayIndexVersion:
                     raise ShardUnavailableError(
                         f"shard {k} (ids [{shard['start']}, {shard['end']}), {shard['folder']!r}) of the index service "
                         f"{self.owner.name!r} version {self.version}: no replica answered in {attempts} attempts "
-                        f"({len(shard['replicas'])} replicas, timeout {self.owner.timeout_s:.0f} s): {'; '.join(errors[k])}"
+                        f"({len(shard['replicas'])} replicas, timeout {self.owner.timeout_s:g} s): {'; '.join(errors[k])}"
                     ) from None
                 if len(tried[k]) >= len(shards[k]["replicas"]):
                     tried[k].clear()  # every replica tried once: the restarted ones get another turn

@@ -49,6 +49,9 @@ def join_cluster(address: Optional[str] = None, start_local: bool = False, wait_
         except ConnectionError as err:
             if address is None and start_local:
                 options = {"include_dashboard": False, "log_to_driver": False, **(local_options or {})}
+                # Ray starts worker processes at nice 15 by default: the index actors would lose the CPU to
+                # every ordinary process beside them (a trainer on the same node). Same priority as the caller.
+                os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
                 ray.init(**options)
                 return ray
             if time.monotonic() >= deadline:

@@ -85,6 +85,11 @@ def folder_bytes(folder: str) -> int:
 
 
 def default_actor_memory(shard: ShardPlan) -> int:
-    """Memory an actor serving `shard` reserves: its files (faiss index in RAM, passages and vectors
-    memory-mapped and read) plus a fixed process overhead."""
-    return int(folder_bytes(shard.folder) * 1.1) + ACTOR_MEMORY_OVERHEAD
+    """Memory an actor serving `shard` reserves: its faiss index (read into memory) plus 10% and a fixed
+    process overhead. The passages and their vectors are memory-mapped: the page cache holds what is
+    read, shared and reclaimable, so they are not reserved."""
+    from ..index.custom import INDEX_FILE
+
+    path = os.path.join(shard.folder, INDEX_FILE)
+    size = os.path.getsize(path) if os.path.isfile(path) else folder_bytes(shard.folder)
+    return int(size * 1.1) + ACTOR_MEMORY_OVERHEAD
