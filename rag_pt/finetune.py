@@ -15,6 +15,8 @@ data order a function of (seed, epoch), so `--resume` continues exactly where th
   plus `optimizer.pt`, `scheduler.pt`, `rng_state.pt`, `trainer_state.json`), each a model folder
   (`model.safetensors`, config, tokenizers) that `from_pretrained` and the evaluate commands read.
 - Logs: `metrics.jsonl` (JSON lines) and TensorBoard event files under `tensorboard/`; a tqdm bar.
+- `--freeze_question_encoder --cache_retrieval`: each training question's passages are retrieved once,
+  before the first step (`rag_core.training.cached`), and the steps read the stored contexts and scores.
 - Ctrl-C: the first one finishes the current step, writes `checkpoints/last/` and exits (status 130);
   `--resume` continues from there.
 - Several processes: `torchrun --nproc_per_node 2 -m rag_pt.finetune ...` trains data parallel
@@ -35,6 +37,7 @@ import torch
 
 from rag_core.errors import RagError
 from rag_core.training import run as runs
+from rag_core.training.cached import cached_training_data
 from rag_core.training.cli import parse_finetune_args, run_arguments
 from rag_core.training.components import resolve_components
 from rag_core.training.data import Columns, batch_indices, encode_batch, micro_batches, read_examples, split_file
@@ -213,18 +216,22 @@ def _train(args, callbacks, dist: _Distributed) -> dict:
     val_examples = _load_examples(args, "val", args.validation_file)
     if args.max_eval_examples is not None:
         val_examples = val_examples[: args.max_eval_examples]
+    model.eval()  # the stored retrievals are those of the encoder without dropout
+    cache = cached_training_data(args, components, Predictor(model), train_examples,
+                                 lambda path: _load_examples(args, "train", path), progress=args.progress and dist.main)
+    model.train()
+    num_train = len(cache) if cache is not None else len(train_examples)
 
-    batches_per_epoch = len(batch_indices(len(train_examples), args.train_batch_size, args.seed, 0,
-                                          dist.rank, dist.world_size))
+    batches_per_epoch = len(batch_indices(num_train, args.train_batch_size, args.seed, 0, dist.rank, dist.world_size))
     if batches_per_epoch == 0:
-        raise RagError(f"{len(train_examples)} training examples are too few for {dist.world_size} processes")
+        raise RagError(f"{num_train} training examples are too few for {dist.world_size} processes")
     accumulation = args.gradient_accumulation_steps
     total = runs.total_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accumulation)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, eps=args.adam_epsilon,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: runs.lr_factor(step, args.warmup_steps, total, args.lr_scheduler))
+        optimizer, lambda step: runs.run_lr_factor(args, step, total))
     if resuming:
         optimizer.load_state_dict(torch.load(os.path.join(run.last, OPTIMIZER), weights_only=True))
         scheduler.load_state_dict(torch.load(os.path.join(run.last, SCHEDULER), weights_only=True))
@@ -236,7 +243,7 @@ def _train(args, callbacks, dist: _Distributed) -> dict:
 
     writer = _tensorboard(run.file(runs.TENSORBOARD)) if dist.main else None
     loop = _Loop(args, run, dist, components, model, trained, optimizer, scheduler, state, train_examples,
-                 val_examples, total, writer, callbacks)
+                 val_examples, total, writer, callbacks, cache)
     try:
         return loop.run()
     finally:
@@ -248,7 +255,9 @@ class _Loop:
     """One training run: steps, logging, validation and checkpoints (see the module docstring)."""
 
     def __init__(self, args, run, dist, components, model, trained, optimizer, scheduler, state, train_examples,
-                 val_examples, total, writer, callbacks):
+                 val_examples, total, writer, callbacks, cache=None):
+        self.cache = cache  # a CachedRetrieval (--cache_retrieval): stored contexts instead of retrieval per step
+        self.num_train = len(cache) if cache is not None else len(train_examples)
         self.args, self.run_folder, self.dist, self.components = args, run, dist, components
         self.model, self.trained, self.optimizer, self.scheduler = model, trained, optimizer, scheduler
         self.state, self.train_examples, self.val_examples = state, train_examples, val_examples
@@ -259,6 +268,8 @@ class _Loop:
 
     # === Steps ===
     def _batch(self, indices):
+        if self.cache is not None:
+            return {k: torch.as_tensor(v) for k, v in self.cache.batch(indices).items()}
         examples = [self.train_examples[i] for i in indices]
         batch = encode_batch(self.components.question_tokenizer, self.components.generator_tokenizer, examples,
                              max_source_length=self.args.max_source_length,
@@ -298,7 +309,7 @@ class _Loop:
                    disable=not (args.progress and dist.main))
         try:
             with _Interrupt() as interrupt:
-                stream = micro_batches(len(self.train_examples), args.train_batch_size, args.seed, state.epoch,
+                stream = micro_batches(self.num_train, args.train_batch_size, args.seed, state.epoch,
                                        state.batches_in_epoch, dist.rank, dist.world_size)
                 while state.global_step < self.total and not state.stopped_early:
                     group = [next(stream) for _ in range(accumulation)]
@@ -332,7 +343,7 @@ class _Loop:
         if step % args.logging_steps == 0 or step == self.total:
             mean = self.dist.mean(sum(self.pending_losses) / len(self.pending_losses))
             self.pending_losses = []
-            lr = args.learning_rate * runs.lr_factor(step - 1, args.warmup_steps, self.total, args.lr_scheduler)
+            lr = args.learning_rate * runs.run_lr_factor(args, step - 1, self.total)
             if self.dist.main:
                 self.run_folder.log({"step": step, "epoch": state.epoch, "loss": mean, "learning_rate": lr,
                                      "time": round(time.time(), 3)})

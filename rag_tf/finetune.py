@@ -10,6 +10,8 @@ mode, retrieval inside the step); what the run adds is a Keras callback that set
 rate, logs, validates by exact match, keeps the best checkpoints and stops early.
 
 - Batches are padded to `--max_source_length` / `--max_target_length`: fixed shapes, one graph trace.
+  With `--cache_retrieval` (stored passages, `rag_core.training.cached`), each batch is padded to its
+  own longest context; the dataset's widths are `None`, so one trace serves those too.
 - `--gradient_accumulation_steps` is Keras' own (`gradient_accumulation_steps` of the optimizer);
   `--max_grad_norm` its `global_clipnorm`.
 - Checkpoints: `checkpoints/step-N/` (the best by validation EM) and `checkpoints/last/` (resumable:
@@ -37,6 +39,7 @@ import tensorflow as tf
 
 from rag_core.errors import RagError
 from rag_core.training import run as runs
+from rag_core.training.cached import cached_training_data
 from rag_core.training.cli import parse_finetune_args, run_arguments
 from rag_core.training.components import resolve_components
 from rag_core.training.data import Columns, batch_indices, encode_batch, micro_batches, read_examples, split_file
@@ -127,7 +130,10 @@ def train(args, callbacks: Sequence[Callable[[runs.TrainState, Any], None]] = ()
     val_examples = _load_examples(args, "val", args.validation_file)
     if args.max_eval_examples is not None:
         val_examples = val_examples[: args.max_eval_examples]
-    batches_per_epoch = len(batch_indices(len(train_examples), args.train_batch_size, args.seed, 0))
+    cache = cached_training_data(args, components, Predictor(model), train_examples,
+                                 lambda path: _load_examples(args, "train", path), progress=args.progress)
+    num_train = len(cache) if cache is not None else len(train_examples)
+    batches_per_epoch = len(batch_indices(num_train, args.train_batch_size, args.seed, 0))
     accumulation = args.gradient_accumulation_steps
     total = runs.total_steps(args.max_steps, args.num_train_epochs, batches_per_epoch, accumulation)
 
@@ -144,8 +150,8 @@ def train(args, callbacks: Sequence[Callable[[runs.TrainState, Any], None]] = ()
         _restore_variables(os.path.join(run.last, OPTIMIZER), optimizer.variables, "optimizer")
         _restore_variables(os.path.join(run.last, MODEL_STATE), model.non_trainable_variables, "model state")
 
-    dataset = _dataset(args, components, train_examples, state)
-    loop = _Loop(args, run, components, model, state, train_examples, val_examples, total, callbacks)
+    dataset = _dataset(args, components, train_examples, state) if cache is None else _cached_dataset(args, cache, state)
+    loop = _Loop(args, run, components, model, state, num_train, val_examples, total, callbacks)
     board = keras.callbacks.TensorBoard(run.file(runs.TENSORBOARD), update_freq=args.logging_steps)
     remaining = (total - state.global_step) * accumulation
     interrupted = False
@@ -192,15 +198,31 @@ def _dataset(args, components, examples, state: runs.TrainState) -> tf.data.Data
     return tf.data.Dataset.from_generator(generate, output_signature=spec)
 
 
+def _cached_dataset(args, cache, state: runs.TrainState) -> tf.data.Dataset:
+    """The training stream of stored retrievals (`--cache_retrieval`), each batch padded to its own longest
+    row: the widths are `None` in the dataset's signature, so one graph trace serves every batch."""
+
+    def generate():
+        for batch in micro_batches(len(cache), args.train_batch_size, args.seed, state.epoch, state.batches_in_epoch):
+            encoded = cache.batch(batch.indices)
+            yield {k: v if k == "doc_scores" else v.astype(np.int32) for k, v in encoded.items()}
+
+    spec = {"context_input_ids": tf.TensorSpec([None, None], tf.int32),
+            "context_attention_mask": tf.TensorSpec([None, None], tf.int32),
+            "doc_scores": tf.TensorSpec([None, cache.n_docs], tf.float32),
+            "labels": tf.TensorSpec([None, None], tf.int32)}
+    return tf.data.Dataset.from_generator(generate, output_signature=spec)
+
+
 class _Loop(keras.callbacks.Callback):
     """Learning rate, logs, validation, best-k checkpoints and early stopping around Keras `fit`."""
 
-    def __init__(self, args, run, components, model, state, train_examples, val_examples, total, callbacks):
+    def __init__(self, args, run, components, model, state, num_train, val_examples, total, callbacks):
         super().__init__()
         self.args, self.run_folder, self.components, self.rag_model = args, run, components, model
         self.state, self.val_examples, self.total, self.callbacks = state, val_examples, total, callbacks
         # the batches `fit` consumes, followed in step (the dataset itself runs ahead, prefetching)
-        self.stream = micro_batches(len(train_examples), args.train_batch_size, args.seed, state.epoch,
+        self.stream = micro_batches(num_train, args.train_batch_size, args.seed, state.epoch,
                                     state.batches_in_epoch)
         self.accumulation = args.gradient_accumulation_steps
         self.micro_done = 0  # batches of this `fit` whose update is complete
@@ -225,8 +247,7 @@ class _Loop(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         model = self.rag_model
         step = self.state.global_step
-        model.optimizer.learning_rate = self.args.learning_rate * runs.lr_factor(
-            step, self.args.warmup_steps, self.total, self.args.lr_scheduler)
+        model.optimizer.learning_rate = self.args.learning_rate * runs.run_lr_factor(self.args, step, self.total)
         for metric in model.metrics:  # Keras' loss is a running mean: reset it to read each batch's loss
             metric.reset_state()
 
@@ -256,7 +277,7 @@ class _Loop(keras.callbacks.Callback):
         if step % args.logging_steps == 0 or step == self.total:
             mean = sum(self.pending_losses) / len(self.pending_losses)
             self.pending_losses = []
-            lr = args.learning_rate * runs.lr_factor(step - 1, args.warmup_steps, self.total, args.lr_scheduler)
+            lr = args.learning_rate * runs.run_lr_factor(args, step - 1, self.total)
             self.run_folder.log({"step": step, "epoch": state.epoch, "loss": mean, "learning_rate": lr,
                                  "time": round(time.time(), 3)})
         action = runs.after_step(args, step, epoch_done)

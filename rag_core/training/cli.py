@@ -78,6 +78,19 @@ def finetune_parser(prog: str) -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="continue the run in --output_dir from its last checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace the run in --output_dir")
     group.add_argument("--freeze_question_encoder", action="store_true")
+    group.add_argument("--cache_retrieval", action="store_true",
+                       help="with --freeze_question_encoder: retrieve each training question's passages once, before "
+                            "the first step, and train on the stored passages and scores (what every step would "
+                            "compute again: a frozen encoder always retrieves the same passages)")
+    group.add_argument("--retrieval_cache_dir", default=None,
+                       help="with --cache_retrieval: keep the question vectors and retrievals in this folder, keyed "
+                            "by the encoder's weight files, the tokenizers, the index files and the questions, so "
+                            "that other runs with the same frozen encoder and questions read them instead")
+    group.add_argument("--extra_train_file", default=None,
+                       help="more training examples, whose passages come from --extra_index_path instead of the "
+                            "run's index, e.g. counterfactual augmentation: the training questions against an edited "
+                            "copy of the knowledge base, with the edited answers (needs --cache_retrieval)")
+    group.add_argument("--extra_index_path", default=None, help="the index of --extra_train_file")
     group.add_argument("--label_smoothing", type=float, default=0.0)
     group.add_argument("--learning_rate", type=float, default=3e-5)
     group.add_argument("--weight_decay", type=float, default=0.0)
@@ -85,6 +98,11 @@ def finetune_parser(prog: str) -> argparse.ArgumentParser:
     group.add_argument("--max_grad_norm", type=float, default=1.0, help="gradient clipping by global norm (0: none)")
     group.add_argument("--lr_scheduler", choices=SCHEDULERS, default="linear")
     group.add_argument("--warmup_steps", type=int, default=0)
+    group.add_argument("--lr_decay_start", type=float, default=0.0,
+                       help="linear scheduler: the share of the steps the rate stays constant before it decays "
+                            "(default 0: the decay starts after the warm-up)")
+    group.add_argument("--min_lr_ratio", type=float, default=0.0,
+                       help="linear scheduler: the rate decays to this share of --learning_rate (default 0)")
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; > 0 overrides --num_train_epochs")
     group.add_argument("--num_train_epochs", type=float, default=3.0)
@@ -154,6 +172,18 @@ def parse_finetune_args(argv: Optional[Sequence[str]], prog: str) -> argparse.Na
         parser.error(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
     if args.learning_rate <= 0 or args.warmup_steps < 0:
         parser.error("--learning_rate must be > 0 and --warmup_steps >= 0")
+    if not 0.0 <= args.lr_decay_start < 1.0 or not 0.0 <= args.min_lr_ratio <= 1.0:
+        parser.error("--lr_decay_start must be in [0, 1) and --min_lr_ratio in [0, 1]")
+    if args.cache_retrieval and not args.freeze_question_encoder:
+        parser.error("--cache_retrieval needs --freeze_question_encoder (a trained encoder retrieves other passages "
+                     "after every step)")
+    if args.retrieval_cache_dir is not None and not args.cache_retrieval:
+        parser.error("--retrieval_cache_dir goes with --cache_retrieval")
+    if (args.extra_train_file is None) != (args.extra_index_path is None):
+        parser.error("--extra_train_file and --extra_index_path go together")
+    if args.extra_train_file is not None and not args.cache_retrieval:
+        parser.error("--extra_train_file needs --cache_retrieval (its passages are retrieved once, from "
+                     "--extra_index_path)")
     return args
 
 

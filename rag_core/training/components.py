@@ -38,6 +38,17 @@ class Components:
         return cls.from_pretrained_question_encoder_generator(
             self.question_encoder_path, self.generator_path, retriever=self.retriever, config=self.config)
 
+    def retriever_for(self, index_path: str):
+        """A retriever like the run's, over another index folder (the config is copied, not changed)."""
+        import copy
+
+        from ..retrieval_rag import RagRetriever
+
+        config = copy.deepcopy(self.config)
+        for key, value in index_settings(index_path).items():
+            setattr(config, key, value)
+        return RagRetriever(config, self.question_tokenizer, self.generator_tokenizer)
+
     @property
     def decoder_start_token_id(self) -> int:
         generator = self.config.generator

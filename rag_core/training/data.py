@@ -284,10 +284,17 @@ def encode_batch(question_tokenizer, generator_tokenizer, examples: Sequence[QAE
     batch = {"input_ids": questions["input_ids"].astype(np.int64),
              "attention_mask": questions["attention_mask"].astype(np.int64)}
     if with_labels:
-        length = max_target_length - 1 if max_target_length else None
-        targets = generator_tokenizer([e.answers[0] for e in examples], padding="max_length" if pad_to_max else "longest",
-                                      truncation=length is not None, max_length=length, return_tensors="np")
-        ids = targets["input_ids"].astype(np.int64)
-        start = np.full((len(examples), 1), decoder_start_token_id, dtype=np.int64)
-        batch["labels"] = np.concatenate([start, ids], axis=1)
+        batch["labels"] = encode_labels(generator_tokenizer, examples, max_target_length=max_target_length,
+                                        decoder_start_token_id=decoder_start_token_id, pad_to_max=pad_to_max)
     return batch
+
+
+def encode_labels(generator_tokenizer, examples: Sequence[QAExample], *, max_target_length: Optional[int],
+                  decoder_start_token_id: int, pad_to_max: bool = False) -> np.ndarray:
+    """`labels` of `encode_batch`: each example's first answer, the decoder start token in front (int64)."""
+    length = max_target_length - 1 if max_target_length else None
+    targets = generator_tokenizer([e.answers[0] for e in examples], padding="max_length" if pad_to_max else "longest",
+                                  truncation=length is not None, max_length=length, return_tensors="np")
+    ids = targets["input_ids"].astype(np.int64)
+    start = np.full((len(examples), 1), decoder_start_token_id, dtype=np.int64)
+    return np.concatenate([start, ids], axis=1)

@@ -43,6 +43,7 @@ RUN_FILES = (CONFIG, METRICS, PREDICTIONS, STATE, TENSORBOARD, CHECKPOINTS)
 RESUMABLE_CHANGES = frozenset({
     "resume", "overwrite", "max_steps", "num_train_epochs", "eval_steps", "save_steps", "logging_steps",
     "early_stopping_patience", "save_total_limit", "progress", "eval_batch_size", "max_eval_examples",
+    "retrieval_cache_dir",
 })
 
 
@@ -109,14 +110,27 @@ class TrainState:
         return any(e["step"] == step for e in kept), [e["path"] for e in dropped if e["step"] != step]
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int, scheduler: str) -> float:
+def lr_factor(step: int, warmup_steps: int, total_steps: int, scheduler: str, decay_start: float = 0.0,
+              min_ratio: float = 0.0) -> float:
     """The learning rate multiplier at optimizer step `step` (0-based): linear warmup over
-    `warmup_steps`, then constant or linear decay to 0 at `total_steps` (transformers' schedules)."""
+    `warmup_steps`, then constant, or linear decay to `min_ratio` at `total_steps` (transformers'
+    schedules with the defaults). The decay starts after the warm-up, or at `decay_start` x
+    `total_steps` when that is later (the rate stays constant in between)."""
     if warmup_steps > 0 and step < warmup_steps:
         return step / warmup_steps
     if scheduler == "constant":
         return 1.0
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    start = max(warmup_steps, decay_start * total_steps)
+    if step <= start:
+        return 1.0
+    left = max(0.0, (total_steps - step) / max(1.0, total_steps - start))
+    return min_ratio + (1.0 - min_ratio) * left
+
+
+def run_lr_factor(args, step: int, total_steps: int) -> float:
+    """`lr_factor` with a run's scheduler options."""
+    return lr_factor(step, args.warmup_steps, total_steps, args.lr_scheduler,
+                     getattr(args, "lr_decay_start", 0.0), getattr(args, "min_lr_ratio", 0.0))
 
 
 def total_steps(max_steps: int, num_train_epochs: float, batches_per_epoch: int, accumulation: int) -> int:

@@ -1,11 +1,15 @@
 """`make demo --quick` in-process: the whole path (index, training, retrieval, hot swap) on a slice.
 
 Runs the PyTorch and the TensorFlow demo through their Python API (`demo.run.main`) in a temporary
-output folder, so nothing is cached from an earlier run. The assertions are the demo's claims, with
-margins that a healthy run clears easily.
+output folder, so nothing is cached from an earlier run. The demo trains and evaluates through the
+library's commands (`finetune.main`, `evaluate.main`); the assertions are the demo's claims, on the
+test questions, with margins that a healthy run clears easily, and that the commands left their run
+folders behind.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -23,6 +27,10 @@ def test_quick_demo_beats_the_baseline_and_follows_the_swapped_index(tmp_path):
     rag_token, baseline = models["rag_token"]["em"], models["baseline"]["em"]
     assert rag_token >= baseline + 0.3, f"RAG-Token {rag_token:.2f} vs generator-only {baseline:.2f}"
     assert models["rag_sequence"]["em"] >= baseline + 0.3
+    # the development questions were scored by the fine-tuning command's validation, apart from the test
+    assert models["rag_token"]["dev_em"] >= models["baseline"]["dev_em"] + 0.2
+    assert results["sizes"]["dev_questions"] > 0 and results["sizes"]["test_questions"] > 0
+    _check_run_folders(tmp_path / "runs-pt-quick", ("rag_token", "rag_sequence", "baseline"), results)
     # retrieval finds the question's own passage: the slice is easy for MiniLM
     assert results["recall"]["real"][1] >= 0.8
     # the same weights answer from the counterfactual index once it is swapped in
@@ -43,7 +51,25 @@ def test_quick_tf_demo_beats_the_baseline_and_follows_the_swapped_index(tmp_path
     models = results["models"]
     rag_token, baseline = models["rag_token"]["em"], models["baseline"]["em"]
     assert rag_token >= baseline + 0.3, f"RAG-Token {rag_token:.2f} vs generator-only {baseline:.2f}"
+    _check_run_folders(tmp_path / "runs-tf-quick", ("rag_token", "baseline"), results)
     assert results["recall"]["real"][1] >= 0.8
     assert results["hot_swap"]["rag_token"]["follow_new"] >= rag_token - 0.2
     assert results["hot_swap"]["rag_token"]["follow_old"] <= 0.2
     assert (tmp_path / "rag-demo-tf-quick.png").stat().st_size > 10_000
+
+
+def _check_run_folders(runs, names, results):
+    """Each model is a fine-tuning run folder (the command's metrics, validation predictions, checkpoint)
+    and the evaluate command's test predictions, which the reported test exact match is computed from."""
+    for name in names:
+        run = runs / name
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        steps = results["settings"]["train_steps"]
+        assert [r["step"] for r in records if "eval_em" in r] == [steps]  # validated once, at the end
+        assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+        test = [json.loads(line) for line in (run / "test.jsonl").read_text().splitlines()]
+        dev = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+        assert len(test) == results["sizes"]["test_questions"] and len(dev) == results["sizes"]["dev_questions"]
+        assert not {r["question"] for r in test} & {r["question"] for r in dev}
+        strict = sum(" ".join(r["answer"].split()) == r["gold_answers"][0] for r in test) / len(test)
+        assert abs(strict - results["models"][name]["em"]) < 1e-9

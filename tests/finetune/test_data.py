@@ -83,6 +83,13 @@ def test_one_parser_for_both_frameworks():
         cli.parse_finetune_args(argv + ["--gradient_accumulation_steps", "0"], "x")
     with pytest.raises(SystemExit):
         cli.parse_evaluate_args(["--model_name_or_path", "m", "--gold_data_path", "g"], "x")  # e2e with gold titles
+    with pytest.raises(SystemExit):
+        cli.parse_finetune_args(argv + ["--cache_retrieval"], "x")  # only a frozen encoder retrieves the same passages
+    with pytest.raises(SystemExit):
+        cli.parse_finetune_args(argv + ["--extra_train_file", "f", "--extra_index_path", "i"], "x")  # needs the cache
+    cached = cli.parse_finetune_args(argv + ["--freeze_question_encoder", "--cache_retrieval", "--extra_train_file", "f",
+                                             "--extra_index_path", "i"], "x")
+    assert cached.cache_retrieval and cached.extra_index_path == "i"
 
 
 def test_run_folder_refuses_resumes_and_overwrites(tmp_path):
@@ -108,6 +115,9 @@ def test_schedule_best_k_and_early_stopping():
     np.testing.assert_allclose([runs.lr_factor(s, 2, 6, "linear") for s in range(7)],
                                [0, 0.5, 1, 0.75, 0.5, 0.25, 0])
     np.testing.assert_allclose([runs.lr_factor(s, 2, 6, "constant") for s in range(4)], [0, 0.5, 1, 1])
+    # constant until half the steps, then linear decay to 20% of the rate
+    np.testing.assert_allclose([runs.lr_factor(s, 1, 10, "linear", decay_start=0.5, min_ratio=0.2) for s in range(11)],
+                               [0, 1, 1, 1, 1, 1, 0.84, 0.68, 0.52, 0.36, 0.2])
     assert runs.total_steps(-1, 2.5, batches_per_epoch=5, accumulation=2) == 8  # ceil(2.5 * ceil(5 / 2))
     state = runs.TrainState()
     kept = [state.keep_best(step, em, f"s{step}", limit=2) for step, em in [(1, 0.2), (2, 0.5), (3, 0.2), (4, 0.6)]]

@@ -79,6 +79,66 @@ def test_interrupt_then_resume_reproduces_the_loss_curve(pt_checkpoint, data_dir
     assert [e["eval_em"] for e in support.evals(resumed)] == [e["eval_em"] for e in support.evals(straight)]
 
 
+def test_cached_retrieval_with_an_extra_index(pt_checkpoint, data_dir, index_dir, tmp_path):
+    """`--cache_retrieval` trains on stored passages; `--extra_train_file` adds examples retrieved from another index."""
+    from rag_core.training.cached import CachedRetrieval
+    from rag_pt import finetune
+
+    extra = support.write_jsonl(tmp_path / "extra.jsonl", [{"question": q, "answers": ["Lyon"]}
+                                                            for q in support.TRAIN_QUESTIONS])
+    run_dir = tmp_path / "run"
+    seen = []
+    args = finetune.parse_finetune_args(_argv(
+        pt_checkpoint, data_dir, run_dir, "--max_steps", "4", "--eval_steps", "4", "--learning_rate", "1e-2",
+        "--freeze_question_encoder", "--cache_retrieval", "--extra_train_file", extra,
+        "--extra_index_path", str(index_dir)), "test")
+    original = CachedRetrieval.batch
+
+    def spy(self, indices):
+        batch = original(self, indices)
+        seen.append((len(self), batch))
+        return batch
+
+    CachedRetrieval.batch = spy
+    try:
+        summary = finetune.train(args)
+    finally:
+        CachedRetrieval.batch = original
+    assert summary["global_step"] == 4 and not summary["interrupted"]
+    # 8 training + 8 extra examples, 4 per batch: the epoch ends after the 4th step (2 without the extra file)
+    records = support.read_metrics(run_dir)
+    assert [(r["step"], r["epoch"]) for r in records if "loss" in r] == [(1, 0), (2, 0), (3, 0), (4, 1)]
+    assert {n for n, _ in seen} == {16}
+    for _, batch in seen:
+        assert batch["context_input_ids"].shape[0] == 2 * batch["labels"].shape[0] == 2 * batch["doc_scores"].shape[0]
+        assert (batch["context_attention_mask"].sum(1) > 0).all() and np.isfinite(batch["doc_scores"]).all()
+    # both answers are trained on: the extra examples' labels are Lyon's
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(os.path.join(str(pt_checkpoint), "generator_tokenizer"))
+    answers = {tok.decode(row, skip_special_tokens=True).strip() for _, b in seen for row in b["labels"]}
+    assert answers == {support.ANSWER, "Lyon"}
+    # the stored vectors and retrievals: one file of vectors, one retrieval (both sources ask the same
+    # questions of the same index); a second run reads them and never runs the question encoder
+    store = tmp_path / "store"
+    argv = _argv(pt_checkpoint, data_dir, tmp_path / "first", "--max_steps", "2", "--freeze_question_encoder",
+                 "--cache_retrieval", "--retrieval_cache_dir", str(store), "--extra_train_file", extra,
+                 "--extra_index_path", str(index_dir))
+    assert finetune.main(argv) == 0
+    assert len(list(store.glob("*.npz"))) == 2
+    calls = []
+    original_vectors = finetune.Predictor.question_vectors
+    finetune.Predictor.question_vectors = lambda self, batch: calls.append(1) or original_vectors(self, batch)
+    try:
+        second = [a if a != str(tmp_path / "first") else str(tmp_path / "second") for a in argv]
+        assert finetune.main(second) == 0
+    finally:
+        finetune.Predictor.question_vectors = original_vectors
+    assert calls == [] and len(list(store.glob("*.npz"))) == 2
+    np.testing.assert_allclose([l for _, l in support.train_losses(tmp_path / "second")],
+                               [l for _, l in support.train_losses(tmp_path / "first")], rtol=1e-6)
+
+
 def test_a_run_folder_is_refused_unless_resume_or_overwrite(pt_checkpoint, data_dir, tmp_path, capsys):
     from rag_pt import finetune
 

@@ -51,6 +51,28 @@ def test_fit_validates_keeps_the_best_and_stops_early(tf_checkpoint, data_dir, t
     assert best.config.n_docs == 2 and len(best.pt_weights()) > 0
 
 
+@pytest.mark.slow  # one more Keras trace (40-110 s on two cores); the shared logic is tested in PyTorch
+def test_fit_on_cached_retrieval_with_an_extra_index(tf_checkpoint, data_dir, index_dir, tmp_path):
+    """`--cache_retrieval` and `--extra_train_file` in Keras `fit`: the same batches as in PyTorch (16 examples)."""
+    from rag_tf import finetune
+
+    extra = support.write_jsonl(tmp_path / "extra.jsonl", [{"question": q, "answers": ["Lyon"]}
+                                                            for q in support.TRAIN_QUESTIONS])
+    run_dir = tmp_path / "run"
+    argv = ["--model_name_or_path", str(tf_checkpoint), "--data_dir", str(data_dir), "--output_dir", str(run_dir),
+            "--max_steps", "5", "--eval_steps", "5", "--learning_rate", "1e-2", "--train_batch_size", "4",
+            "--logging_steps", "1", "--no_progress", "--freeze_question_encoder", "--cache_retrieval",
+            "--retrieval_cache_dir", str(tmp_path / "store"), "--extra_train_file", extra,
+            "--extra_index_path", str(index_dir)]
+    assert finetune.main(argv) == 0
+    records = support.read_metrics(run_dir)
+    # 16 examples, 4 per batch: the epoch ends with the 4th step
+    assert [(r["step"], r["epoch"]) for r in records if "loss" in r] == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 1)]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    assert [e["step"] for e in support.evals(run_dir)] == [5]
+    assert len(list((tmp_path / "store").glob("*.npz"))) == 2  # the vectors and one retrieval, stored
+
+
 @pytest.mark.slow  # three Keras runs, each tracing its step (90-150 s on two busy cores)
 def test_interrupt_then_resume_reproduces_the_loss_curve(tf_checkpoint, data_dir, tmp_path):
     from rag_tf import finetune
