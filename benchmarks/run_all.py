@@ -3,6 +3,10 @@
     python -m benchmarks.run_all                      # full CPU run: benchmarks/results.json + RESULTS.md
     python -m benchmarks.run_all --quick              # small models only, fewer repeats; writes under benchmarks/_work/
     python -m benchmarks.run_all --only retriever,memory
+    python -m benchmarks.run_all --only ray --ray-passages 200000
+                                                      # the Ray serving benchmark on a smaller index
+                                                      # (default 1,000,000 x 768: ~19 GB of cached index
+                                                      # folders under benchmarks/_work/indexes/); --skip ray
     python -m benchmarks.run_all --device cuda        # PyTorch cases on a GPU, float32 and bfloat16:
                                                       # benchmarks/results_cuda.json + RESULTS_cuda.md
     python -m benchmarks.run_all --only pt,retriever --keep-from benchmarks/results.json
@@ -59,6 +63,7 @@ SUITES = {
     "tf": "benchmarks.bench_tf",
     "memory": "benchmarks.bench_memory",
     "imports": "benchmarks.bench_imports",
+    "ray": "benchmarks.bench_ray_index",
 }
 # The issue's sizes: batch 8, n_docs 5, 20,000 passages, BART d_model 256 with 2+2
 # layers, 20 generated tokens; plus one "base-size" BART (d_model 768, 6+6 layers).
@@ -87,9 +92,10 @@ def oracle_python() -> tuple[Optional[str], str]:
 # Order = priority: the issue-7 targets first, the extra information last, so that when the time
 # budget runs out (`--budget-min`) it is the least important job that is cut short. A job may run
 # until only the reserve of the jobs after it is left (RESERVE x their weight's share of the budget).
-JOB_ORDER = ["retriever", "pt", "tf", "imports", "memory", "pt base-size", "tf base-size", "retriever index kinds"]
+JOB_ORDER = ["retriever", "pt", "tf", "imports", "memory", "pt base-size", "tf base-size", "ray",
+             "retriever index kinds"]
 WEIGHTS = {"retriever": 0.06, "pt": 0.14, "tf": 0.22, "imports": 0.04, "memory": 0.10, "pt base-size": 0.14,
-           "tf base-size": 0.18, "retriever index kinds": 0.16}
+           "tf base-size": 0.18, "ray": 0.30, "retriever index kinds": 0.16}
 
 
 def plan_jobs(only: list[str], device: str, precisions: list[str], quick: bool, base_size: bool,
@@ -514,6 +520,9 @@ def parse_args(argv=None):
                    help='JSON {suite: {keyword: value}} for the suites\' run(), e.g. \'{"tf": {"cases": ["call"]}}\'')
     p.add_argument("--note", action="append", default=[],
                    help="a line for the head of RESULTS.md (e.g. the machine's load during separate runs); repeatable")
+    p.add_argument("--ray-passages", type=int, default=None,
+                   help="vectors of the Ray serving benchmark's index (default 1,000,000; 100,000 with --quick); "
+                        "--skip ray leaves it out")
     p.add_argument("--skip", default="",
                    help="comma-separated job labels not to run, e.g. 'retriever index kinds' (see JOB_ORDER)")
     p.add_argument("--rewrite-report", action="store_true",
@@ -568,6 +577,11 @@ def main(argv=None) -> int:
         print("error: --suite-kwargs must be a JSON object of objects, e.g. '{\"tf\": {\"cases\": [\"call\"]}}'",
               file=sys.stderr)
         return 2
+    if args.ray_passages is not None:
+        if args.ray_passages < 2000:
+            print("error: --ray-passages must be at least 2000", file=sys.stderr)
+            return 2
+        suite_kwargs.setdefault("ray", {})["n_passages"] = args.ray_passages
     sources = []
     for path, kept in [(p, False) for p in args.add_from] + [(p, True) for p in args.keep_from]:
         try:
