@@ -46,7 +46,7 @@ from .index import (
     check_question_hidden_states,
     index_from_config,
 )
-from .index.base import IndexVersionChanged
+from .index.base import on_one_version
 
 
 class RagRetriever:
@@ -243,14 +243,6 @@ class RagRetriever:
         self._pinned_version = (id(index), view.version)
         return view
 
-    def _on_one_version(self, call):
-        """Run `call()`, again if a versioned index changed versions during it (see `IndexVersionChanged`)."""
-        for _ in range(5):
-            try:
-                return call()
-            except IndexVersionChanged:
-                continue
-        raise RetrievalInputError("the index changed versions 5 times during one retriever call")
 
     def _check(self, question_hidden_states: Any, n_docs: Any, index: Optional[Index] = None) -> tuple[np.ndarray, int]:
         index = self._index if index is None else index
@@ -278,7 +270,7 @@ class RagRetriever:
         the original gives them: `title`, `text` and any other column (an `id`, ...) as lists of
         n_docs values, `embeddings` as a (n_docs, D) float32 array.
         """
-        return self._on_one_version(lambda: self._retrieve(question_hidden_states, n_docs))
+        return on_one_version(lambda: self._retrieve(question_hidden_states, n_docs), "the index")
 
     def _retrieve(self, question_hidden_states, n_docs):
         with self._lock:  # one index (version) for the search and the passages, whatever replaces it meanwhile
@@ -347,8 +339,8 @@ class RagRetriever:
         """
         check_retriever_options(prefix=prefix, return_tensors=return_tensors)
         n_docs = resolve(n_docs, self.n_docs)
-        return self._on_one_version(
-            lambda: self._call(question_input_ids, question_hidden_states, prefix, n_docs, return_tensors)
+        return on_one_version(
+            lambda: self._call(question_input_ids, question_hidden_states, prefix, n_docs, return_tensors), "the index"
         )
 
     def _call(self, question_input_ids, question_hidden_states, prefix, n_docs, return_tensors):

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..arguments import RagInputError
-from ..errors import IndexFormatError, IndexNotFoundError, IndexNotInitializedError, RetrievalInputError  # noqa: F401 (re-exported)
+from ..errors import IndexFormatError, IndexNotFoundError, IndexNotInitializedError, IndexServiceError, RetrievalInputError  # noqa: F401 (re-exported)
 
 DEFAULT_HNSW_EF_SEARCH = 128  # faiss' own default (16) costs accuracy; DPR and wiki_dpr use 128
 DEFAULT_IVF_NPROBE = 64  # wiki_dpr's compressed index uses 64
@@ -73,6 +73,16 @@ class IndexVersionChanged(Exception):
     """Raised by a pinned view of a versioned index (see `Index.pinned`) when the index moved to a
     new version during a call: `RagRetriever` then runs the whole call again on the new version, so
     one answer never mixes two versions. Not an error a user sees."""
+
+
+def on_one_version(call, what: str, attempts: int = 5):
+    """`call()`, run again while a versioned index reports `IndexVersionChanged` (at most `attempts` times)."""
+    for _ in range(attempts):
+        try:
+            return call()
+        except IndexVersionChanged:
+            continue
+    raise IndexServiceError(f"{what} changed versions {attempts} times during one call")
 
 
 # === Interface ===

@@ -42,8 +42,6 @@ class ShardServer:
     """One shard of one version, in memory. See the module docstring."""
 
     def __init__(self, spec: dict):
-        import faiss
-
         from ..index.custom import CustomIndex
 
         started = time.perf_counter()

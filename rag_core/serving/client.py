@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import IndexServiceError, RetrievalInputError, ShardUnavailableError
-from ..index.base import Index, IndexVersionChanged, check_n_docs, check_question_hidden_states
+from ..index.base import Index, IndexVersionChanged, check_n_docs, check_question_hidden_states, on_one_version
 from ..index.sharded import merged_order
 from .actors import SUPERSEDED
 from .cluster import DEFAULT_NAMESPACE, join_cluster
@@ -159,12 +159,7 @@ class RayIndex(Index):
 
     # --- the Index interface (each call pinned to one version, asked again after a swap) ---
     def _on_current(self, method: str, *args):
-        for _ in range(5):
-            try:
-                return getattr(self.pinned(), method)(*args)
-            except IndexVersionChanged:
-                continue
-        raise IndexServiceError(f"the index service {self.name!r} changed versions 5 times during one call")
+        return on_one_version(lambda: getattr(self.pinned(), method)(*args), f"the index service {self.name!r}")
 
     def get_top_docs(self, question_hidden_states: np.ndarray, n_docs: int = 5):
         return self._on_current("get_top_docs", question_hidden_states, n_docs)
