@@ -208,20 +208,30 @@ def _to_numpy(tensor) -> np.ndarray:
 
 
 def embed_passages(pairs: Sequence[tuple[str, str]], encode: Callable, batch_size: int = 32, progress: bool = True) -> np.ndarray:
-    """Embed in batches with a progress bar (rate and ETA); `encode(titles, texts) -> (n, d)`."""
+    """Embed in batches with a progress bar (rate and ETA); `encode(titles, texts) -> (n, d)`.
+
+    Batches hold passages of similar length (ordered by characters, a proxy for tokens that needs
+    no tokenizer), so an encoder that pads to the longest row of a batch pads little; the rows come
+    back in the order of `pairs`.
+    """
     from tqdm.auto import tqdm
 
+    order = np.argsort([len(title) + len(text) for title, text in pairs], kind="stable")
     chunks, dim = [], None
     with tqdm(total=len(pairs), desc="embedding", unit="passage", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
+            batch = [pairs[i] for i in order[start : start + batch_size]]
             vectors = np.asarray(encode([p[0] for p in batch], [p[1] for p in batch]), dtype=np.float32)
             if vectors.ndim != 2 or len(vectors) != len(batch) or (dim is not None and vectors.shape[1] != dim):
                 raise ValueError(f"the encoder returned shape {vectors.shape} for {len(batch)} passages")
             dim = vectors.shape[1]
             chunks.append(vectors)
             bar.update(len(batch))
-    return np.concatenate(chunks)
+    if not chunks:
+        raise PassagesError("no passages to embed")
+    vectors = np.empty((len(pairs), dim), dtype=np.float32)
+    vectors[order] = np.concatenate(chunks)
+    return vectors
 
 
 # === Faiss ===

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rag_core import RagRetriever
-from rag_core.build_index import PassagesError, build_index, main, read_passages, split_documents
+from rag_core.build_index import PassagesError, build_index, embed_passages, main, read_passages, split_documents
 from rag_core.index import CustomIndex, IndexFormatError
 from rag_core.index.storage import OutputExistsError
 from tests.harness.configs import tiny_rag_config
@@ -67,24 +67,40 @@ def _embed(texts):
 
 
 def test_embed_fn_build_loads_in_a_retriever(tmp_path, question_encoder_tokenizer, bart_tokenizer):
-    seen = []
+    by_text = {}
 
     def embed_fn(texts):
-        seen.extend(texts)
-        return _embed(texts)
+        vectors = _embed(texts)
+        by_text.update(zip(texts, vectors))
+        return vectors
 
     out = build_index(PASSAGES, tmp_path / "kb", embed_fn=embed_fn, index_kind="hnsw", batch_size=5, progress=False)
-    assert seen[0] == f"{PASSAGES[0][0]} {PASSAGES[0][1]}"
+    texts = [f"{title} {text}" for title, text in PASSAGES]
+    assert sorted(by_text) == sorted(texts)
     manifest = json.loads((tmp_path / "kb" / "manifest.json").read_text())
     assert manifest["num_passages"] == len(PASSAGES) and manifest["index_kind"] == "hnsw"
     config = tiny_rag_config("dpr", "bart", passages_path=out)
     retriever = RagRetriever(config, question_encoder_tokenizer, bart_tokenizer)
     index = retriever.index
     assert isinstance(index, CustomIndex)
-    vectors = np.concatenate([_embed(seen[i : i + 5]) for i in range(0, len(seen), 5)])
-    _, doc_ids, dicts = retriever.retrieve(vectors[[4, 9]], 1)
+    _, doc_ids, dicts = retriever.retrieve(np.stack([by_text[texts[4]], by_text[texts[9]]]), 1)
     np.testing.assert_array_equal(doc_ids[:, 0], [4, 9])
     assert dicts[0]["title"] == [PASSAGES[4][0]]
+
+
+def test_passages_are_embedded_in_batches_of_similar_length_and_stored_in_order():
+    pairs = [("T", "x" * n) for n in (30, 2, 17, 5, 40, 1, 22, 9)]
+    batches = []
+
+    def encode(titles, texts):
+        batches.append([len(t) for t in texts])
+        return np.array([[len(t), i] for i, t in enumerate(texts)], dtype=np.float32)
+
+    vectors = embed_passages(pairs, encode, batch_size=3, progress=False)
+    assert batches == [[1, 2, 5], [9, 17, 22], [30, 40]]
+    np.testing.assert_array_equal(vectors[:, 0], [len(text) for _, text in pairs])
+    with pytest.raises(PassagesError, match="no passages"):
+        embed_passages([], encode, progress=False)
 
 
 def test_existing_output_is_kept_without_overwrite(tmp_path):
