@@ -34,7 +34,7 @@ from .common import (
     rag_config,
 )
 from .knowledge import KnowledgeBase
-from .pipeline import NULL_PASSAGE, MODEL_LABELS, Job, Progress, collect, make_jobs, run_job, write_data
+from .pipeline import NULL_PASSAGE, Job, Progress, collect, make_jobs, run_job, write_data
 
 
 def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, progress: bool = True,
@@ -51,7 +51,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     with stages.stage("initial checkpoint and data files"):
         init = os.path.join(work_dir, "initial-checkpoint")
         parameters = save_initial_checkpoint(settings, q_tok, g_tok, indexes["real"], init)
-        data = write_data(kb, os.path.join(work_dir, "data"))
+        data = write_data(kb, os.path.join(work_dir, "data"), settings.code_repeats)
         jobs = make_jobs(settings, data, indexes, init, work_dir, os.path.join(cache_dir, "retrieval"))
 
     workers = min(settings.workers, len(jobs))
@@ -59,7 +59,7 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     with stages.stage(label):
         for job, times in _run_jobs(jobs, settings, workers, progress):
             for part, (seconds, cpu) in times.items():
-                key = f"  {MODEL_LABELS[job.name]}: {part}"
+                key = f"  {job.label}: {part}"
                 stages.seconds[key], stages.cpu_seconds[key] = seconds, cpu
     results = {"framework": "pt", "generator_parameters": parameters, **collect(kb, settings, jobs)}
     return results

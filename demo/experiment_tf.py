@@ -32,7 +32,7 @@ from .common import (
     rag_config,
 )
 from .knowledge import KnowledgeBase
-from .pipeline import MODEL_LABELS, NULL_PASSAGE, collect, make_jobs, run_job, write_data
+from .pipeline import NULL_PASSAGE, collect, make_jobs, run_job, write_data
 
 MODELS = ("rag_token", "baseline")
 
@@ -62,15 +62,15 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         init = os.path.join(work_dir, "initial-checkpoint")
         keras.utils.set_random_seed(settings.seed)
         parameters = save_initial_checkpoint(settings, question_encoder, q_tok, g_tok, indexes["real"], init)
-        data = write_data(kb, os.path.join(work_dir, "data"))
+        data = write_data(kb, os.path.join(work_dir, "data"), settings.code_repeats)
         jobs = make_jobs(settings, data, indexes, init, work_dir, os.path.join(cache_dir, "retrieval"))
 
     with stages.stage(f"fine-tune and evaluate {len(jobs)} models (one after the other)"):
         for job in jobs:
             if progress:
-                print(f"[demo]   {MODEL_LABELS[job.name]}: fine-tune and evaluate (log: {job.log})", flush=True)
+                print(f"[demo]   {job.label}: fine-tune and evaluate (log: {job.log})", flush=True)
             for part, (seconds, cpu) in run_job(job, finetune.main, evaluate.main).items():
-                key = f"  {MODEL_LABELS[job.name]}: {part}"
+                key = f"  {job.label}: {part}"
                 stages.seconds[key], stages.cpu_seconds[key] = seconds, cpu
     return {"framework": "tf", "generator_parameters": parameters, **collect(kb, settings, jobs)}
 

@@ -14,6 +14,12 @@ Each model is one fine-tuning run and a few evaluate runs:
   --cache_retrieval`). Validation on the development questions at the last step
   (`--eval_steps` = `--max_steps`). Then the test questions, once, against the real index and
   against the hot swap's counterfactual index (the same weights, `--index_path` of another world).
+  With one passage per question in training (`Settings.train_n_docs == 1`) the RAG-Token and
+  RAG-Sequence losses are the same function (one passage: nothing to marginalise over), so two
+  runs would train the same weights: one fine-tuning run (`--model_type rag_token`) serves both,
+  and the evaluate command answers with its checkpoint as RAG-Token and as RAG-Sequence
+  (`--model_type`), each marginalising over `Settings.n_docs` passages in its own way; the
+  RAG-Sequence answers to the development questions come from an evaluate run too.
 - Generator only: the same command, the same initial weights, steps and batch size, with an index of
   one empty passage (`null` index, one passage per question): every question gets the same
   passage, so the generator answers from the question alone. Trained on the real answers only (a
@@ -57,12 +63,14 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_data(kb: KnowledgeBase, folder: str) -> dict:
-    """The question files of the run (JSON lines: question, answers, gold passage id as `titles`)."""
+def write_data(kb: KnowledgeBase, folder: str, code_repeats: int = 1) -> dict:
+    """The question files of the run (JSON lines: question, answers, gold passage id as `titles`);
+    in the training files each code question `code_repeats` times, in place."""
     os.makedirs(folder, exist_ok=True)
+    train = [q for q in kb.train for _ in range(code_repeats if q.kind == "code" else 1)]
     files = {
-        "train": [_record(q, kb.regions, kb) for q in kb.train],
-        "train_world": [_record(q, kb.training_world, kb) for q in kb.train],
+        "train": [_record(q, kb.regions, kb) for q in train],
+        "train_world": [_record(q, kb.training_world, kb) for q in train],
         "dev": [_record(q, kb.regions, kb) for q in kb.dev],
         "test": [_record(q, kb.regions, kb) for q in kb.test],
         "test_counterfactual": [_record(q, kb.counterfactual, kb) for q in kb.test],
@@ -73,16 +81,32 @@ def write_data(kb: KnowledgeBase, folder: str) -> dict:
 # === Jobs ===
 @dataclass
 class Job:
-    """One model: its fine-tuning command line and the evaluate command lines that follow it."""
+    """One fine-tuning run and the evaluate command lines that follow it.
+
+    `reports`: the models whose results the job writes (`<runs>/<model>/`): its own, and with a
+    shared RAG run also the other RAG model, answered with the same checkpoint."""
 
     name: str
     run_dir: str
     finetune: list
     evaluate: dict = field(default_factory=dict)  # output name -> argv
+    reports: tuple = ()
+
+    def __post_init__(self):
+        self.reports = tuple(self.reports) or (self.name,)
 
     @property
     def log(self) -> str:
         return os.path.join(self.run_dir, "demo.log")
+
+    @property
+    def label(self) -> str:
+        return " + ".join(MODEL_LABELS[m] for m in self.reports)
+
+
+def shares_rag_run(settings: Settings) -> bool:
+    """One passage per training question: RAG-Token and RAG-Sequence train the same weights."""
+    return settings.train_n_docs == 1
 
 
 def _common(settings: Settings) -> list:
@@ -95,9 +119,12 @@ def make_jobs(settings: Settings, data: dict, indexes: dict, init: str, runs_dir
     """The fine-tune and evaluate command lines of every model in `settings.models` (see the module
     docstring); with `settings.dev_only`, fine-tuning and its validation on the development questions only."""
     jobs = []
+    rag_models = [m for m in settings.models if m != "baseline"]
     for name in settings.models:
-        run_dir = os.path.join(runs_dir, name)
         baseline = name == "baseline"
+        if not baseline and shares_rag_run(settings) and name != rag_models[0]:
+            continue  # answered by the first RAG model's run, with its checkpoint
+        run_dir = os.path.join(runs_dir, name)
         index = indexes["null"] if baseline else indexes["real"]
         n_docs, eval_n_docs = (1, 1) if baseline else (settings.train_n_docs, settings.n_docs)
         argv = [
@@ -118,20 +145,26 @@ def make_jobs(settings: Settings, data: dict, indexes: dict, init: str, runs_dir
         if settings.augment and not baseline:
             argv += ["--extra_train_file", data["train_world"], "--extra_index_path", indexes["training_world"]]
         checkpoint = os.path.join(run_dir, "checkpoints", "last")
-        job = Job(name, run_dir, argv)
+        reports = rag_models if not baseline and shares_rag_run(settings) else [name]
+        job = Job(name, run_dir, argv, reports=reports)
 
-        def evaluate(out: str, eval_file: str, index_path: str, *extra: str) -> None:
-            job.evaluate[out] = [
-                "--model_name_or_path", checkpoint, "--model_type", "rag_token" if baseline else name,
+        def evaluate(model: str, out: str, eval_file: str, index_path: str) -> None:
+            model_dir = os.path.join(runs_dir, model)
+            key = out if model == name else f"{model} {out}"
+            job.evaluate[key] = [
+                "--model_name_or_path", checkpoint, "--model_type", "rag_token" if baseline else model,
                 "--index_path", index_path, "--eval_file", eval_file, "--eval_n_docs", str(eval_n_docs),
-                "--predictions_path", os.path.join(run_dir, f"{out}.jsonl"),
-                "--metrics_path", os.path.join(run_dir, f"{out}-metrics.json"), *_common(settings), *extra,
+                "--predictions_path", os.path.join(model_dir, f"{out}.jsonl"),
+                "--metrics_path", os.path.join(model_dir, f"{out}-metrics.json"), *_common(settings),
             ]
 
-        if not settings.dev_only:
-            evaluate("test", data["test"], index)
-            if not baseline:
-                evaluate("hot_swap", data["test_counterfactual"], indexes["counterfactual"])
+        for model in reports:
+            if model != name:  # the fine-tuning run validated as `name` only
+                evaluate(model, "dev", data["dev"], index)
+            if not settings.dev_only:
+                evaluate(model, "test", data["test"], index)
+                if not baseline:
+                    evaluate(model, "hot_swap", data["test_counterfactual"], indexes["counterfactual"])
         jobs.append(job)
     if settings.dev_only:
         return jobs
@@ -156,7 +189,8 @@ def run_job(job: Job, finetune_main, evaluate_main) -> dict:
     import contextlib
     import sys
 
-    os.makedirs(job.run_dir, exist_ok=True)
+    for model in job.reports:
+        os.makedirs(os.path.join(os.path.dirname(job.run_dir), model), exist_ok=True)
     times = {}
     with open(job.log, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         for part, argv, main in [("fine-tune", job.finetune, finetune_main)] + [
@@ -168,7 +202,7 @@ def run_job(job: Job, finetune_main, evaluate_main) -> dict:
             log.flush()
             if status != 0:
                 sys.stderr.flush()
-                raise RuntimeError(f"{MODEL_LABELS[job.name]}: {part} exited with {status}; see {job.log}:\n"
+                raise RuntimeError(f"{job.label}: {part} exited with {status}; see {job.log}:\n"
                                    + _tail(job.log))
     return times
 
@@ -187,7 +221,7 @@ class Progress:
 
         self.jobs, self.enabled = jobs, enabled
         self.bars = {
-            j.name: tqdm(total=steps, desc=f"train {MODEL_LABELS[j.name]:<14}", unit="step", position=i,
+            j.name: tqdm(total=steps, desc=f"train {j.label:<14}", unit="step", position=i,
                          disable=not enabled, dynamic_ncols=True)
             for i, j in enumerate(jobs)
         }
@@ -253,6 +287,13 @@ def recall_from(records: list[dict], ks) -> dict:
     return {k: sum(r["gold"][0] in [str(i) for i in r["doc_ids"][:k]] for r in records) / len(records) for k in ks}
 
 
+def _outputs(job: Job, model: str) -> set:
+    """The evaluate outputs ("test", "hot_swap", ...) that `job` writes for `model`."""
+    if model == job.name:
+        return {key for key in job.evaluate if " " not in key}
+    return {key.split(" ", 1)[1] for key in job.evaluate if key.startswith(f"{model} ")}
+
+
 def collect(kb: KnowledgeBase, settings: Settings, jobs: list[Job]) -> dict:
     """The results of finished jobs: dev EM (the run's validation at its last step), test EM, the hot
     swap, recall@k and each run's loss curve."""
@@ -263,25 +304,30 @@ def collect(kb: KnowledgeBase, settings: Settings, jobs: list[Job]) -> dict:
     for job in jobs:
         world = None if job.name == "baseline" else kb.regions
         metrics = read_jsonl(os.path.join(job.run_dir, "metrics.jsonl"))
-        dev = score_records(kb.dev, read_jsonl(os.path.join(job.run_dir, "predictions.jsonl")), dev_answers, world)
-        test = {}
-        if "test" in job.evaluate:
-            test = score_records(kb.test, read_jsonl(os.path.join(job.run_dir, "test.jsonl")), real, world)
-        results["models"][job.name] = {
-            **test,
-            "dev_em": dev["em"],
-            "dev_em_by_kind": dev["em_by_kind"],
-            "dev_em_squad_by_step": {r["step"]: r["eval_em"] for r in metrics if "eval_em" in r},
-            "loss_curve": [r["loss"] for r in metrics if "loss" in r],
-            "loss_steps": [r["step"] for r in metrics if "loss" in r],
-            "run_dir": job.run_dir,
-        }
-        if "hot_swap" in job.evaluate:
-            records = read_jsonl(os.path.join(job.run_dir, "hot_swap.jsonl"))
-            swap = score_records(kb.test, records, moved, kb.counterfactual)
-            swap["follow_new"] = swap.pop("em")
-            swap["follow_old"] = exact_match([r["answer"] for r in records], real)
-            results["hot_swap"][job.name] = swap
+        for name in job.reports:
+            model_dir = os.path.join(os.path.dirname(job.run_dir), name)
+            own = name == job.name  # validated by the fine-tuning run itself, else by an evaluate run
+            dev_file = os.path.join(job.run_dir, "predictions.jsonl") if own else os.path.join(model_dir, "dev.jsonl")
+            dev = score_records(kb.dev, read_jsonl(dev_file), dev_answers, world)
+            test = {}
+            if "test" in _outputs(job, name):
+                test = score_records(kb.test, read_jsonl(os.path.join(model_dir, "test.jsonl")), real, world)
+            results["models"][name] = {
+                **test,
+                "dev_em": dev["em"],
+                "dev_em_by_kind": dev["em_by_kind"],
+                "dev_em_squad_by_step": {r["step"]: r["eval_em"] for r in metrics if "eval_em" in r} if own else {},
+                "loss_curve": [r["loss"] for r in metrics if "loss" in r],
+                "loss_steps": [r["step"] for r in metrics if "loss" in r],
+                "run_dir": job.run_dir,
+                "trained_as": job.name,
+            }
+            if "hot_swap" in _outputs(job, name):
+                records = read_jsonl(os.path.join(model_dir, "hot_swap.jsonl"))
+                swap = score_records(kb.test, records, moved, kb.counterfactual)
+                swap["follow_new"] = swap.pop("em")
+                swap["follow_old"] = exact_match([r["answer"] for r in records], real)
+                results["hot_swap"][name] = swap
         for world_name in ("real", "counterfactual"):
             path = os.path.join(job.run_dir, f"recall_{world_name}.jsonl")
             if f"recall_{world_name}" in job.evaluate:

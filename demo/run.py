@@ -27,10 +27,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the whole path on a slice of the data (under a minute)")
     parser.add_argument("--output-dir", default="demo_output", help="cache, results and plot (default: demo_output/)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1500, quick 250)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 1100, quick 250)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: 32, quick 16)")
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: 1e-3)")
-    parser.add_argument("--train-n-docs", type=int, default=None, help="passages per question in training (default: 2)")
+    parser.add_argument("--train-n-docs", type=int, default=None, help="passages per question in training (default: 1: RAG-Token and RAG-Sequence share one run)")
+    parser.add_argument("--code-repeats", type=int, default=None,
+                        help="times each code question appears in the training files (default: 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the framework (default: its own)")
     parser.add_argument("--workers", type=int, default=None, help="PyTorch models trained side by side (default: all of them on 2+ cores)")
     parser.add_argument("--eval-every", type=int, default=None,
@@ -74,7 +76,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
     settings = Settings.for_run(args.quick, args.seed, train_steps=args.steps, workers=args.workers,
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                train_n_docs=args.train_n_docs, eval_every=args.eval_every,
+                                train_n_docs=args.train_n_docs, code_repeats=args.code_repeats,
+                                eval_every=args.eval_every,
                                 dev_only=args.dev_only or None)
     seed_everything(settings.seed)
     stages = Stages()

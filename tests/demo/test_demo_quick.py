@@ -31,6 +31,8 @@ def test_quick_demo_beats_the_baseline_and_follows_the_swapped_index(tmp_path):
     assert models["rag_token"]["dev_em"] >= models["baseline"]["dev_em"] + 0.2
     assert results["sizes"]["dev_questions"] > 0 and results["sizes"]["test_questions"] > 0
     _check_run_folders(tmp_path / "runs-pt-quick", ("rag_token", "rag_sequence", "baseline"), results)
+    # one passage per training question: RAG-Sequence answers with RAG-Token's fine-tuned weights
+    assert models["rag_sequence"]["trained_as"] == "rag_token" and results["settings"]["train_n_docs"] == 1
     # retrieval finds the question's own passage: the slice is easy for MiniLM
     assert results["recall"]["real"][1] >= 0.8
     # the same weights answer from the counterfactual index once it is swapped in
@@ -60,15 +62,21 @@ def test_quick_tf_demo_beats_the_baseline_and_follows_the_swapped_index(tmp_path
 
 def _check_run_folders(runs, names, results):
     """Each model is a fine-tuning run folder (the command's metrics, validation predictions, checkpoint)
-    and the evaluate command's test predictions, which the reported test exact match is computed from."""
+    and the evaluate command's test predictions, which the reported test exact match is computed from.
+    A model trained by another's run (RAG-Sequence sharing RAG-Token's, one passage per training
+    question) has its own folder of evaluate outputs: development and test predictions."""
     for name in names:
         run = runs / name
-        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        trained_as = results["models"][name]["trained_as"]
+        records = [json.loads(line) for line in (runs / trained_as / "metrics.jsonl").read_text().splitlines()]
         steps = results["settings"]["train_steps"]
         assert [r["step"] for r in records if "eval_em" in r] == [steps]  # validated once, at the end
-        assert (run / "checkpoints" / "last" / "model.safetensors").is_file()
+        assert (runs / trained_as / "checkpoints" / "last" / "model.safetensors").is_file()
+        if trained_as != name:
+            assert not (run / "checkpoints").exists()
         test = [json.loads(line) for line in (run / "test.jsonl").read_text().splitlines()]
-        dev = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+        dev_file = run / ("predictions.jsonl" if trained_as == name else "dev.jsonl")
+        dev = [json.loads(line) for line in dev_file.read_text().splitlines()]
         assert len(test) == results["sizes"]["test_questions"] and len(dev) == results["sizes"]["dev_questions"]
         assert not {r["question"] for r in test} & {r["question"] for r in dev}
         strict = sum(" ".join(r["answer"].split()) == r["gold_answers"][0] for r in test) / len(test)
