@@ -70,13 +70,13 @@ class Settings:
     max_answer_tokens: int = 16
     recall_k: tuple = (1, 5)
     models: tuple = ("rag_token", "rag_sequence", "baseline")
-    # PyTorch training processes at once; None: one per model on 2+ cores (three processes on two
-    # cores end sooner than two and then one: the baseline is a third of a RAG model's work)
+    # PyTorch processes at once, one thread each (index builds, fine-tuning runs and evaluations,
+    # each started when what it needs is ready); None: one per core
     workers: Optional[int] = None
 
     def __post_init__(self):
         if self.workers is None:
-            self.workers = len(self.models) if (os.cpu_count() or 1) >= 2 else 1
+            self.workers = os.cpu_count() or 1
 
     @classmethod
     def for_run(cls, quick: bool, seed: int, **overrides) -> "Settings":
@@ -247,9 +247,8 @@ def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool
     """
     from rag_core.build_index import build_index
 
-    key = fingerprint("index-v2", encoder_fingerprint(), [(p["title"], p["text"]) for p in passages])
-    folder = os.path.join(cache_dir, f"index-{name}-{key}")
-    if os.path.isfile(os.path.join(folder, "manifest.json")):
+    folder = index_folder(passages, cache_dir, name)
+    if index_is_built(folder):
         return folder
     build_index(
         [(p["title"], p["text"]) for p in passages],
@@ -265,6 +264,16 @@ def cached_index(passages: list[dict], cache_dir: str, name: str, progress: bool
         overwrite=True,  # only a folder without a manifest (an interrupted build) can be in the way
     )
     return folder
+
+
+def index_folder(passages: list[dict], cache_dir: str, name: str) -> str:
+    """Where `cached_index` keeps the index of `passages` (built or not yet)."""
+    key = fingerprint("index-v2", encoder_fingerprint(), [(p["title"], p["text"]) for p in passages])
+    return os.path.join(cache_dir, f"index-{name}-{key}")
+
+
+def index_is_built(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "manifest.json"))
 
 
 # === Model configuration ===

@@ -7,16 +7,19 @@
 2. One initial RAG checkpoint, as a user would start: MiniLM as the question encoder, a small T5
    trained from scratch as the generator (seeded: every model starts from the same weights), the
    two tokenizers and the `RagConfig`.
-3. Per model (`demo.pipeline`): `rag_pt.finetune.main(argv)` with the command line a user would
-   type, then `rag_pt.evaluate.main(argv)` on the test questions (real index, and the hot swap's
-   counterfactual index with the same weights). The question encoder is frozen, as RAG's paper
-   keeps the passage encoder fixed (the passage vectors are MiniLM's, a fine-tuned question
+3. Per fine-tuning run (`demo.pipeline`): `rag_pt.finetune.main(argv)` with the command line a user
+   would type, then `rag_pt.evaluate.main(argv)` on the test questions (real index, and the hot
+   swap's counterfactual index with the same weights). The question encoder is frozen, as RAG's
+   paper keeps the passage encoder fixed (the passage vectors are MiniLM's, a fine-tuned question
    encoder would drift away from them unless the index were re-encoded), so each training
    question's passages are retrieved once (`--cache_retrieval`).
 
-The three models run side by side, each in its own process with one thread (`Settings.workers`):
-on a small CPU that is about twice the throughput of one process using both cores, because these
-small matrix products do not split well across threads.
+Index builds, fine-tuning runs and evaluations are tasks (`demo.pipeline.plan_tasks`) run by a pool
+of processes with one thread each (`Settings.workers`, one per core), each task started as soon as
+what it needs is ready: the generator-only run needs no MiniLM index and the counterfactual index
+is needed only by the hot swap, so on two cores they fill the time the RAG run leaves. One thread
+per process: on a small CPU two single-threaded processes do about twice the work of one process
+using both cores, because these small matrix products do not split well across threads.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from .common import (
     cached_index,
     generator_config,
     generator_tokenizer,
+    index_folder,
+    index_is_built,
     minilm_path,
     question_tokenizer,
     rag_config,
 )
 from .knowledge import KnowledgeBase
-from .pipeline import NULL_PASSAGE, Job, Progress, collect, make_jobs, run_job, write_data
+from .pipeline import NULL_PASSAGE, Job, Progress, Task, _tail, collect, make_jobs, plan_tasks, write_data
 
 
 def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, progress: bool = True,
@@ -42,11 +47,13 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
     with stages.stage("tokenizers"):
         q_tok = question_tokenizer()
         g_tok = generator_tokenizer(kb, q_tok, settings.generator_vocab, cache_dir)
-    indexes = {}
-    for name, passages in (("real", kb.passages), ("counterfactual", kb.counterfactual_passages),
-                           ("training_world", kb.training_world_passages), ("null", [NULL_PASSAGE])):
-        with stages.stage(f"index: {name.replace('_', ' ')}"):
-            indexes[name] = cached_index(passages, cache_dir, name.replace("_", "-"), progress)
+    worlds = {"real": kb.passages, "counterfactual": kb.counterfactual_passages,
+              "training_world": kb.training_world_passages, "null": [NULL_PASSAGE]}
+    indexes = {name: index_folder(passages, cache_dir, name.replace("_", "-")) for name, passages in worlds.items()}
+    with stages.stage("index: null"):  # one passage: the baseline's index, built here
+        cached_index(worlds["null"], cache_dir, "null", progress)
+    pending = {indexes[name]: (name.replace("_", " "), passages, cache_dir, name.replace("_", "-"))
+               for name, passages in worlds.items() if not index_is_built(indexes[name])}
 
     with stages.stage("initial checkpoint and data files"):
         init = os.path.join(work_dir, "initial-checkpoint")
@@ -54,13 +61,14 @@ def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, p
         data = write_data(kb, os.path.join(work_dir, "data"), settings.code_repeats)
         jobs = make_jobs(settings, data, indexes, init, work_dir, os.path.join(cache_dir, "retrieval"))
 
-    workers = min(settings.workers, len(jobs))
-    label = f"fine-tune and evaluate {len(jobs)} models ({workers} at a time)"
+    tasks = plan_tasks(jobs, pending)
+    workers = max(1, settings.workers)
+    label = (f"{len(pending)} indexes, fine-tune and evaluate {len(jobs)} runs "
+             f"({workers} process{'es' if workers > 1 else ''})")
     with stages.stage(label):
-        for job, times in _run_jobs(jobs, settings, workers, progress):
-            for part, (seconds, cpu) in times.items():
-                key = f"  {job.label}: {part}"
-                stages.seconds[key], stages.cpu_seconds[key] = seconds, cpu
+        for task, (seconds, cpu) in _run_tasks(tasks, jobs, settings, workers, progress):
+            key = f"  {task.name}"
+            stages.seconds[key], stages.cpu_seconds[key] = seconds, cpu
     results = {"framework": "pt", "generator_parameters": parameters, **collect(kb, settings, jobs)}
     return results
 
@@ -90,42 +98,76 @@ def save_initial_checkpoint(settings: Settings, q_tok, g_tok, index_path: str, f
     return sum(p.numel() for p in generator.parameters())
 
 
-def job_in_process(job: Job, threads: int) -> dict:
-    """A worker's whole job (picklable entry point of a spawned process)."""
-    import torch
+def run_task(task: Task, threads: int) -> tuple:
+    """Run one task (picklable entry point of a spawned process); returns its wall-clock and CPU seconds."""
+    import contextlib
+    import time
 
-    from rag_pt import evaluate, finetune
+    import torch
 
     if threads:
         torch.set_num_threads(threads)
-    return run_job(job, finetune.main, evaluate.main)
+    start, cpu = time.perf_counter(), time.process_time()
+    if task.kind == "index":
+        passages, cache_dir, name = task.args
+        cached_index(passages, cache_dir, name, progress=False)
+    else:
+        from rag_pt import evaluate, finetune
+
+        main = finetune.main if task.kind == "finetune" else evaluate.main
+        os.makedirs(os.path.dirname(task.log), exist_ok=True)
+        with open(task.log, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            status = main(list(task.args[0]))
+        if status != 0:
+            raise RuntimeError(f"{task.name} exited with {status}; see {task.log}:\n{_tail(task.log)}")
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def _run_jobs(jobs: list[Job], settings: Settings, workers: int, progress: bool):
-    """Yield `(job, times)` as jobs end; with several workers, each job in its own process with one thread."""
+def _run_tasks(tasks: list[Task], jobs: list[Job], settings: Settings, workers: int, progress: bool):
+    """Yield `(task, (seconds, cpu))` as tasks end, each started as soon as what it needs has ended.
+
+    With several workers, a pool of processes with one thread each (the first ready task in `tasks`
+    order goes to the first free process); with one, the tasks in order in this process."""
     import time
 
     bars = Progress(jobs, settings.train_steps, progress)
+    done: set = set()
     try:
         if workers <= 1:
-            for job in jobs:
-                yield job, job_in_process(job, 0)
+            while len(done) < len(tasks):
+                task = next(t for t in tasks if t.name not in done and t.needs <= done)
+                times = run_task(task, 0)
+                done.add(task.name)
                 bars.poll()
+                yield task, times
             return
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending = {pool.submit(job_in_process, job, 1): job for job in jobs}
-            done_jobs = {}
-            while pending:
-                done, _ = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
-                bars.poll()
-                for future in done:
-                    done_jobs[pending.pop(future).name] = future.result()
-                time.sleep(0)
-            for job in jobs:
-                yield job, done_jobs[job.name]
+            running: dict = {}
+            started: set = set()
+            try:
+                while len(done) < len(tasks):
+                    for task in tasks:
+                        if len(running) >= workers:
+                            break
+                        if task.name not in started and task.needs <= done:
+                            running[pool.submit(run_task, task, 1)] = task
+                            started.add(task.name)
+                    finished, _ = wait(running, timeout=2.0, return_when=FIRST_COMPLETED)
+                    bars.poll()
+                    for future in finished:
+                        task = running.pop(future)
+                        times = future.result()  # a failed task raises here, naming its log
+                        done.add(task.name)
+                        if not progress:
+                            print(f"[demo]   {task.name}: {times[0]:.1f} s", flush=True)
+                        yield task, times
+                    time.sleep(0)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         bars.close()

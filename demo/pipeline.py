@@ -212,6 +212,51 @@ def _tail(path: str, lines: int = 30) -> str:
         return "".join(f.readlines()[-lines:])
 
 
+# === A schedule of tasks (the PyTorch run) ===
+@dataclass
+class Task:
+    """One step of a run: an index to build (`kind` "index", `args` = (passages, cache_dir, cache name))
+    or one command of a job (`kind` "finetune" / "evaluate", `args` = (argv,)). `needs`: the names of
+    the tasks that must end first. Commands write their output to `log`."""
+
+    name: str
+    kind: str
+    args: tuple
+    needs: frozenset = frozenset()
+    job: Optional[Job] = None
+    part: str = ""
+    log: Optional[str] = None
+
+
+def plan_tasks(jobs: list[Job], pending_indexes: dict) -> list[Task]:
+    """The run as tasks, in the order to start them when several are ready.
+
+    `pending_indexes`: `{folder: (label, passages, cache_dir, cache name)}`, the indexes not built yet.
+    A command needs every pending index its command line names, and an evaluation of a fine-tuned
+    checkpoint needs that fine-tuning. Order: the indexes a fine-tuning run needs, the fine-tuning
+    runs (longest first: the jobs' order), the other indexes, then the evaluations."""
+
+    def index_needs(argv) -> frozenset:
+        return frozenset(f"index: {pending_indexes[a][0]}" for a in argv if a in pending_indexes)
+
+    finetunes, evaluations = [], []
+    for job in jobs:
+        finetune_name = f"{job.label}: fine-tune"
+        finetunes.append(Task(finetune_name, "finetune", (job.finetune,), index_needs(job.finetune), job, "fine-tune",
+                              os.path.join(job.run_dir, "fine-tune.log")))
+        for out, argv in job.evaluate.items():
+            needs = index_needs(argv) | (frozenset() if out.startswith("recall_") else {finetune_name})
+            part = f"evaluate {out}"
+            evaluations.append(Task(f"{job.label}: {part}", "evaluate", (argv,), needs, job, part,
+                                    os.path.join(job.run_dir, f"{part.replace(' ', '-')}.log")))
+    needed_first = set().union(*(t.needs for t in finetunes)) if finetunes else set()
+    indexes = [Task(f"index: {label}", "index", (passages, cache_dir, cache_name))
+               for label, passages, cache_dir, cache_name in pending_indexes.values()]
+    first = [t for t in indexes if t.name in needed_first]
+    later = [t for t in indexes if t.name not in needed_first]
+    return first + finetunes + later + evaluations
+
+
 # === Progress ===
 class Progress:
     """A bar per fine-tuning run, fed from its `metrics.jsonl` (the runs log every `--logging_steps`)."""

@@ -34,7 +34,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--code-repeats", type=int, default=None,
                         help="times each code question appears in the training files (default: 2)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the framework (default: its own)")
-    parser.add_argument("--workers", type=int, default=None, help="PyTorch models trained side by side (default: all of them on 2+ cores)")
+    parser.add_argument("--workers", type=int, default=None, help="PyTorch processes side by side, one thread each (default: one per core)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="validate on the development questions every N steps (default: once, at the end)")
     parser.add_argument("--dev-only", action="store_true",
