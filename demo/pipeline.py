@@ -233,8 +233,11 @@ def plan_tasks(jobs: list[Job], pending_indexes: dict) -> list[Task]:
 
     `pending_indexes`: `{folder: (label, passages, cache_dir, cache name)}`, the indexes not built yet.
     A command needs every pending index its command line names, and an evaluation of a fine-tuned
-    checkpoint needs that fine-tuning. Order: the indexes a fine-tuning run needs, the fine-tuning
-    runs (longest first: the jobs' order), the other indexes, then the evaluations."""
+    checkpoint needs that fine-tuning. Order: the fine-tuning runs (the jobs' order), the indexes a
+    fine-tuning run needs, the other indexes, then the evaluations. So a run that needs no pending
+    index (the generator-only one, over its one-passage index) starts at once, beside the first
+    index build, and encodes the training questions for the retrieval store first: the RAG run,
+    started once its indexes exist, finds their vectors stored instead of waiting for them."""
 
     def index_needs(argv) -> frozenset:
         return frozenset(f"index: {pending_indexes[a][0]}" for a in argv if a in pending_indexes)
@@ -254,7 +257,7 @@ def plan_tasks(jobs: list[Job], pending_indexes: dict) -> list[Task]:
                for label, passages, cache_dir, cache_name in pending_indexes.values()]
     first = [t for t in indexes if t.name in needed_first]
     later = [t for t in indexes if t.name not in needed_first]
-    return first + finetunes + later + evaluations
+    return finetunes + first + later + evaluations
 
 
 # === Progress ===

@@ -12,7 +12,7 @@ pytest.importorskip("pycountry")
 
 from demo.common import Settings  # noqa: E402
 from demo.knowledge import build_knowledge  # noqa: E402
-from demo.pipeline import make_jobs, write_data  # noqa: E402
+from demo.pipeline import make_jobs, plan_tasks, write_data  # noqa: E402
 
 INDEXES = {name: f"/indexes/{name}" for name in ("real", "counterfactual", "training_world", "null")}
 
@@ -66,3 +66,21 @@ def test_several_passages_per_training_question_train_each_rag_model(kb, tmp_pat
     assert [_flag(j.finetune, "--n_docs") for j in jobs] == ["2", "2", "1"]
     assert _flag(jobs[1].finetune, "--model_type") == "rag_sequence"
     assert not any(" " in key for j in jobs for key in j.evaluate)
+
+
+def test_task_plan_starts_what_needs_no_pending_index_and_waits_for_what_does(kb, tmp_path):
+    settings = Settings(quick=True, train_n_docs=1)
+    data = write_data(kb, str(tmp_path / "data"))
+    jobs = make_jobs(settings, data, INDEXES, "/init", str(tmp_path / "runs"))
+    pending = {INDEXES[name]: (name.replace("_", " "), [], "/cache", name) for name in ("real", "counterfactual", "training_world")}
+    tasks = plan_tasks(jobs, pending)
+    by_name = {t.name: t for t in tasks}
+    assert len(by_name) == len(tasks) == 3 + 2 + sum(len(j.evaluate) for j in jobs)
+    # the generator-only run needs no pending index: the first task that can start
+    assert [t.name for t in tasks if not t.needs][0] == "Generator only: fine-tune"
+    rag = by_name["RAG-Token + RAG-Sequence: fine-tune"]
+    assert rag.needs == {"index: real", "index: training world"}
+    swap = by_name["RAG-Token + RAG-Sequence: evaluate rag_sequence hot_swap"]
+    assert swap.needs == {rag.name, "index: counterfactual"}
+    assert by_name["Generator only: evaluate recall_real"].needs == {"index: real"}
+    assert by_name["Generator only: evaluate test"].needs == {"Generator only: fine-tune"}
