@@ -39,7 +39,7 @@ from .common import (
     rag_config,
 )
 from .knowledge import KnowledgeBase
-from .pipeline import NULL_PASSAGE, Job, Progress, Task, _tail, collect, make_jobs, plan_tasks, write_data
+from .pipeline import NULL_PASSAGE, Job, Progress, Task, collect, log_tail, make_jobs, plan_tasks, write_data
 
 
 def run(kb: KnowledgeBase, settings: Settings, stages: Stages, cache_dir: str, progress: bool = True,
@@ -119,7 +119,7 @@ def run_task(task: Task, threads: int) -> tuple:
         with open(task.log, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             status = main(list(task.args[0]))
         if status != 0:
-            raise RuntimeError(f"{task.name} exited with {status}; see {task.log}:\n{_tail(task.log)}")
+            raise RuntimeError(f"{task.name} exited with {status}; see {task.log}:\n{log_tail(task.log)}")
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -128,7 +128,6 @@ def _run_tasks(tasks: list[Task], jobs: list[Job], settings: Settings, workers: 
 
     With several workers, a pool of processes with one thread each (the first ready task in `tasks`
     order goes to the first free process); with one, the tasks in order in this process."""
-    import time
 
     bars = Progress(jobs, settings.train_steps, progress)
     done: set = set()
@@ -165,7 +164,6 @@ def _run_tasks(tasks: list[Task], jobs: list[Job], settings: Settings, workers: 
                         if not progress:
                             print(f"[demo]   {task.name}: {times[0]:.1f} s", flush=True)
                         yield task, times
-                    time.sleep(0)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise

@@ -203,11 +203,11 @@ def run_job(job: Job, finetune_main, evaluate_main) -> dict:
             if status != 0:
                 sys.stderr.flush()
                 raise RuntimeError(f"{job.label}: {part} exited with {status}; see {job.log}:\n"
-                                   + _tail(job.log))
+                                   + log_tail(job.log))
     return times
 
 
-def _tail(path: str, lines: int = 30) -> str:
+def log_tail(path: str, lines: int = 30) -> str:
     with open(path, encoding="utf-8", errors="replace") as f:
         return "".join(f.readlines()[-lines:])
 
@@ -223,8 +223,6 @@ class Task:
     kind: str
     args: tuple
     needs: frozenset = frozenset()
-    job: Optional[Job] = None
-    part: str = ""
     log: Optional[str] = None
 
 
@@ -245,12 +243,12 @@ def plan_tasks(jobs: list[Job], pending_indexes: dict) -> list[Task]:
     finetunes, evaluations = [], []
     for job in jobs:
         finetune_name = f"{job.label}: fine-tune"
-        finetunes.append(Task(finetune_name, "finetune", (job.finetune,), index_needs(job.finetune), job, "fine-tune",
+        finetunes.append(Task(finetune_name, "finetune", (job.finetune,), index_needs(job.finetune),
                               os.path.join(job.run_dir, "fine-tune.log")))
         for out, argv in job.evaluate.items():
             needs = index_needs(argv) | (frozenset() if out.startswith("recall_") else {finetune_name})
             part = f"evaluate {out}"
-            evaluations.append(Task(f"{job.label}: {part}", "evaluate", (argv,), needs, job, part,
+            evaluations.append(Task(f"{job.label}: {part}", "evaluate", (argv,), needs,
                                     os.path.join(job.run_dir, f"{part.replace(' ', '-')}.log")))
     needed_first = set().union(*(t.needs for t in finetunes)) if finetunes else set()
     indexes = [Task(f"index: {label}", "index", (passages, cache_dir, cache_name))
